@@ -1,0 +1,58 @@
+import sharp from 'sharp';
+import { FaceEngine } from './engine.js';
+import { ENGINE_CONFIG_ENV, type FromChild, type ToChild } from './ipc.js';
+import { createLogger } from './log.js';
+
+/**
+ * An inference process: loads the models once, then handles one job at a time for its parent
+ * EnginePool. Inference runs on this process's own event loop, never on the parent's.
+ */
+const logger = createLogger('facefleet-engine', (process.env.FACEFLEET_LOG_LEVEL as 'info' | undefined) ?? 'info');
+
+// One libvips thread per process: the pool already runs one process per core.
+sharp.concurrency(1);
+
+function send(message: FromChild): void {
+  process.send?.(message);
+}
+
+async function main(): Promise<void> {
+  let engine: FaceEngine;
+  try {
+    engine = await FaceEngine.create(JSON.parse(process.env[ENGINE_CONFIG_ENV] ?? '{}'), logger);
+  } catch (error) {
+    send({ type: 'fatal', message: error instanceof Error ? error.message : String(error) });
+    process.disconnect?.();
+    process.exitCode = 1;
+    return;
+  }
+
+  let stopping = false;
+  let busy = false;
+  const stop = () => {
+    stopping = true;
+    if (!busy) process.disconnect?.();
+  };
+  // Ctrl-C reaches the whole process group; the parent decides when its processes stop.
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', stop);
+  process.on('message', (message: ToChild) => {
+    if (message.type === 'stop') {
+      stop();
+      return;
+    }
+
+    busy = true;
+    void engine.process(message.job, message.key).then((result) => {
+      busy = false;
+      send({ type: 'result', seq: message.seq, result, tensors: engine.tensorCount() });
+      if (stopping) process.disconnect?.();
+    });
+  });
+  // The parent is gone: nothing more will come, and nobody waits for results.
+  process.on('disconnect', () => process.exit(0));
+
+  send({ type: 'ready', backend: engine.backend, tensors: engine.tensorCount() });
+}
+
+void main();

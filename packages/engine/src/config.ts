@@ -1,0 +1,38 @@
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+
+/** Where models live: `FACEFLEET_MODELS_DIR`, else `models/` at the root of the facefleet checkout. */
+export const DEFAULT_MODELS_DIR =
+  process.env.FACEFLEET_MODELS_DIR ?? fileURLToPath(new URL('../../../models/', import.meta.url));
+
+export const BACKENDS = ['auto', 'tfjs-node', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+
+export const EngineConfigSchema = z
+  .object({
+    /** Directory holding `manifest.json` and the weight files it lists. */
+    modelsDir: z.string().min(1).default(DEFAULT_MODELS_DIR),
+    /**
+     * `auto` takes tfjs-node where it loads, else wasm. The pure-JS `cpu` backend is ~35× slower
+     * than wasm and runs only when asked for by name.
+     */
+    backend: z.enum(BACKENDS).default('auto'),
+    /** SSD MobileNet v1 minimum detection score. */
+    minConfidence: z.number().min(0).max(1).default(0.5),
+    /** The most faces reported for one image. */
+    maxFaces: z.number().int().positive().default(100),
+    /** Images that declare more pixels than this are refused before decoding. */
+    maxPixels: z.number().int().positive().default(100_000_000),
+    /** The most bytes read for one image from a file, a URL or base64 data. */
+    maxBytes: z.number().int().positive().default(64 * 1024 * 1024),
+    /** Total time allowed for fetching one URL. */
+    urlTimeoutMs: z.number().int().positive().default(30_000),
+  })
+  .strict();
+
+export type EngineConfig = z.output<typeof EngineConfigSchema>;
+export type EngineConfigInput = z.input<typeof EngineConfigSchema>;
+
+export function parseEngineConfig(input: EngineConfigInput = {}): EngineConfig {
+  return EngineConfigSchema.parse(input);
+}

@@ -1,0 +1,222 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { ImageResult, Job } from '@facefleet/protocol';
+import type { BackendInfo } from './backend.js';
+import type { EngineConfigInput } from './config.js';
+import { ENGINE_CONFIG_ENV, type FromChild, type ToChild } from './ipc.js';
+import type { Logger } from './log.js';
+
+export interface PoolOptions {
+  /** Inference processes to run; each loads the models once. */
+  readonly processes: number;
+  readonly engine: EngineConfigInput;
+  /** Replace a process after this many jobs, to bound memory. 0 = never. */
+  readonly maxJobsPerProcess?: number;
+  readonly logger: Logger;
+  readonly logLevel?: string;
+}
+
+/** One image's result, with the process that made it and that process's live tensor count. */
+export interface PoolOutcome {
+  readonly result: ImageResult;
+  readonly pid: number;
+  readonly tensors: number;
+}
+
+interface Task {
+  readonly seq: number;
+  readonly job: Job;
+  readonly key: string | undefined;
+  attempts: number;
+  resolve(outcome: PoolOutcome): void;
+}
+
+interface Slot {
+  readonly child: ChildProcess;
+  ready: boolean;
+  task: Task | undefined;
+  jobs: number;
+  retiring: boolean;
+}
+
+/** A job that was in a process that died is tried once more in another, then failed. */
+const MAX_ATTEMPTS = 2;
+
+const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
+
+/**
+ * N inference processes with the models resident, fed one job at a time each. A process that
+ * crashes is replaced and its job retried elsewhere; a process can be recycled after N jobs.
+ */
+export class EnginePool {
+  private readonly slots = new Set<Slot>();
+  private readonly queue: Task[] = [];
+  private seq = 0;
+  private closing = false;
+  private backendInfo: BackendInfo | undefined;
+  /** Processes that died without being asked to. */
+  crashes = 0;
+
+  private constructor(private readonly options: PoolOptions) {}
+
+  /** Starts every process and waits until all have loaded their models. */
+  static async start(options: PoolOptions): Promise<EnginePool> {
+    const pool = new EnginePool(options);
+    try {
+      await Promise.all(Array.from({ length: Math.max(1, options.processes) }, () => pool.spawn()));
+    } catch (error) {
+      await pool.close();
+      throw error;
+    }
+    return pool;
+  }
+
+  get backend(): BackendInfo {
+    if (!this.backendInfo) throw new Error('the pool has not started');
+    return this.backendInfo;
+  }
+
+  get size(): number {
+    return this.slots.size;
+  }
+
+  /** Processes one job in whichever process is free first. Never rejects for bad input. */
+  run(job: Job, key?: string): Promise<PoolOutcome> {
+    if (this.closing) return Promise.reject(new Error('the engine pool is closed'));
+
+    return new Promise((resolve) => {
+      this.queue.push({ seq: ++this.seq, job, key, attempts: 0, resolve });
+      this.dispatch();
+    });
+  }
+
+  /** Lets running jobs finish, then stops every process. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const exits = [...this.slots].map((slot) => this.stopSlot(slot));
+    await Promise.all(exits);
+  }
+
+  private spawn(): Promise<void> {
+    const child = fork(CHILD, [], {
+      // A child's stdout goes to our stderr: our stdout carries nothing but JSON-NL records.
+      stdio: ['ignore', 2, 'inherit', 'ipc'],
+      execArgv: [],
+      env: {
+        ...process.env,
+        [ENGINE_CONFIG_ENV]: JSON.stringify(this.options.engine),
+        FACEFLEET_LOG_LEVEL: this.options.logLevel ?? 'info',
+      },
+    });
+    const slot: Slot = { child, ready: false, task: undefined, jobs: 0, retiring: false };
+    this.slots.add(slot);
+
+    return new Promise((resolve, reject) => {
+      child.on('message', (message: FromChild) => {
+        if (message.type === 'ready') {
+          slot.ready = true;
+          this.noteBackend(message.backend);
+          resolve();
+          this.dispatch();
+        } else if (message.type === 'fatal') {
+          reject(new Error(message.message));
+        } else {
+          this.finish(slot, message.seq, message.result, message.tensors);
+        }
+      });
+      // Sending to a process that has just died fails here; its 'exit' handler does the recovery.
+      child.on('error', (error) => this.options.logger.debug({ err: error, pid: child.pid }, 'inference process channel error'));
+      child.on('exit', (code, signal) => {
+        reject(new Error(`inference process ${child.pid} exited (${signal ?? code}) before it was ready`));
+        this.onExit(slot, code, signal);
+      });
+    });
+  }
+
+  private noteBackend(backend: BackendInfo): void {
+    if (this.backendInfo) return;
+
+    this.backendInfo = backend;
+    this.options.logger.info({ backend, processes: this.options.processes }, 'face engine backend chosen');
+  }
+
+  private dispatch(): void {
+    for (const slot of this.slots) {
+      if (this.queue.length === 0) return;
+      if (!slot.ready || slot.task || slot.retiring) continue;
+
+      const task = this.queue.shift() as Task;
+      slot.task = task;
+      task.attempts += 1;
+      const message: ToChild = { type: 'job', seq: task.seq, job: task.job, ...(task.key ? { key: task.key } : {}) };
+      slot.child.send(message, (error) => {
+        if (error) this.options.logger.debug({ err: error, pid: slot.child.pid }, 'job not sent; the process is gone');
+      });
+    }
+  }
+
+  private finish(slot: Slot, seq: number, result: ImageResult, tensors: number): void {
+    const task = slot.task;
+    if (!task || task.seq !== seq) return;
+
+    slot.task = undefined;
+    slot.jobs += 1;
+    task.resolve({ result, pid: slot.child.pid ?? 0, tensors });
+
+    const limit = this.options.maxJobsPerProcess ?? 0;
+    if (limit > 0 && slot.jobs >= limit && !this.closing) {
+      void this.stopSlot(slot);
+      this.respawn();
+    }
+    this.dispatch();
+  }
+
+  private onExit(slot: Slot, code: number | null, signal: string | null): void {
+    this.slots.delete(slot);
+    if (slot.retiring) return;
+
+    this.crashes += 1;
+    this.options.logger.warn({ pid: slot.child.pid, code, signal }, 'inference process died; starting another');
+    const task = slot.task;
+    if (task) {
+      if (task.attempts < MAX_ATTEMPTS) this.queue.unshift(task);
+      else task.resolve({ result: crashed(task), pid: slot.child.pid ?? 0, tensors: -1 });
+    }
+    if (!this.closing) this.respawn();
+  }
+
+  private respawn(): void {
+    this.spawn().catch((error: unknown) => {
+      this.options.logger.error({ err: error }, 'cannot start an inference process');
+      if (this.slots.size === 0) this.failQueued(String(error));
+    });
+  }
+
+  private failQueued(reason: string): void {
+    for (const task of this.queue.splice(0)) {
+      const result = crashed(task);
+      result.status.error = { code: 'INTERNAL', message: `no inference process can start: ${reason}` };
+      task.resolve({ result, pid: 0, tensors: -1 });
+    }
+  }
+
+  private stopSlot(slot: Slot): Promise<void> {
+    slot.retiring = true;
+    if (slot.child.exitCode !== null || slot.child.signalCode !== null) return Promise.resolve();
+
+    return new Promise((resolve) => {
+      slot.child.once('exit', () => resolve());
+      // A child on its way out may already have closed its channel: then a signal does the job.
+      if (!slot.child.connected) slot.child.kill('SIGTERM');
+      else slot.child.send({ type: 'stop' } satisfies ToChild, (error) => error && slot.child.kill('SIGTERM'));
+    });
+  }
+}
+
+function crashed(task: Task): ImageResult {
+  const message = `the inference process died ${task.attempts} times while processing this image`;
+  return {
+    status: { id: task.job.id, ...(task.key ? { key: task.key } : {}), status: 'failed', faces: 0, error: { code: 'WORKER_CRASHED', message } },
+    records: [],
+  };
+}

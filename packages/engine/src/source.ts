@@ -1,0 +1,119 @@
+import { open } from 'node:fs/promises';
+import type { ImageSource } from '@facefleet/protocol';
+import type { EngineConfig } from './config.js';
+import { FaceFleetError } from './errors.js';
+
+type SourceLimits = Pick<EngineConfig, 'maxBytes' | 'urlTimeoutMs'>;
+
+/** The bytes of an image, from a path, an http(s) URL or base64 data, within the byte limit. */
+export async function readSource(source: ImageSource, limits: SourceLimits): Promise<Buffer> {
+  if ('file' in source) return readFileLimited(source.file, limits.maxBytes);
+  if ('url' in source) return fetchLimited(source.url, limits);
+  return decodeBase64(source.data, limits.maxBytes);
+}
+
+async function readFileLimited(path: string, maxBytes: number): Promise<Buffer> {
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (error) {
+    throw fileError(path, error);
+  }
+
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw new FaceFleetError('FILE_UNREADABLE', `not a regular file: ${path}`);
+    if (stat.size > maxBytes) {
+      throw new FaceFleetError('FILE_TOO_LARGE', `${path} has ${stat.size} bytes, over the limit of ${maxBytes}`);
+    }
+    return await handle.readFile();
+  } catch (error) {
+    throw fileError(path, error);
+  } finally {
+    await handle.close();
+  }
+}
+
+function fileError(path: string, error: unknown): FaceFleetError {
+  if (error instanceof FaceFleetError) return error;
+
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') {
+    return new FaceFleetError('FILE_NOT_FOUND', `no such file: ${path}`);
+  }
+  return new FaceFleetError('FILE_UNREADABLE', `cannot read ${path}: ${code ?? String(error)}`);
+}
+
+async function fetchLimited(url: string, limits: SourceLimits): Promise<Buffer> {
+  const parsed = URL.canParse(url) ? new URL(url) : undefined;
+  if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
+    throw new FaceFleetError('URL_INVALID', `not an http(s) URL: ${url.slice(0, 200)}`);
+  }
+
+  const signal = AbortSignal.timeout(limits.urlTimeoutMs);
+  try {
+    const response = await fetch(parsed, { signal, redirect: 'follow' });
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw new FaceFleetError('URL_HTTP_ERROR', `${parsed.href} answered HTTP ${response.status}`);
+    }
+    const declared = Number(response.headers.get('content-length') ?? Number.NaN);
+    if (declared > limits.maxBytes) {
+      await response.body?.cancel();
+      throw tooLarge(parsed.href, limits.maxBytes);
+    }
+    return await readBodyLimited(response, parsed.href, limits.maxBytes);
+  } catch (error) {
+    if (error instanceof FaceFleetError) throw error;
+    if (signal.aborted) {
+      throw new FaceFleetError('URL_TIMEOUT', `${parsed.href} did not answer in full within ${limits.urlTimeoutMs} ms`);
+    }
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    const reason = cause?.code ?? cause?.message ?? (error as Error).message;
+    throw new FaceFleetError('URL_FETCH_FAILED', `cannot fetch ${parsed.href}: ${reason}`);
+  }
+}
+
+/** Reads the body chunk by chunk so that an oversized answer is cut off, not buffered whole. */
+async function readBodyLimited(response: Response, url: string, maxBytes: number): Promise<Buffer> {
+  if (!response.body) return Buffer.alloc(0);
+
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel();
+      throw tooLarge(url, maxBytes);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+function tooLarge(url: string, maxBytes: number): FaceFleetError {
+  return new FaceFleetError('URL_TOO_LARGE', `${url} sent more than the limit of ${maxBytes} bytes`);
+}
+
+const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
+
+function decodeBase64(data: string, maxBytes: number): Buffer {
+  // Checked on the encoded length first: decoding a huge string only to refuse it wastes memory.
+  if (Math.floor((data.length * 3) / 4) > maxBytes + 3) {
+    throw new FaceFleetError('DATA_TOO_LARGE', `data decodes to more than the limit of ${maxBytes} bytes`);
+  }
+
+  const compact = data.replace(/\s+/g, '');
+  if (!BASE64.test(compact) || compact.length % 4 === 1) {
+    throw new FaceFleetError('DATA_INVALID_BASE64', 'data is not valid base64');
+  }
+  const bytes = Buffer.from(compact, compact.includes('-') || compact.includes('_') ? 'base64url' : 'base64');
+  if (bytes.length > maxBytes) {
+    throw new FaceFleetError('DATA_TOO_LARGE', `data decodes to ${bytes.length} bytes, over the limit of ${maxBytes}`);
+  }
+  return bytes;
+}

@@ -1,0 +1,116 @@
+/**
+ * The one registry of error codes. Every refusal or failure that facefleet reports carries one of
+ * these codes; `docs/errors.md` lists them and a test keeps the two equal.
+ */
+export interface ErrorSpec {
+  /** What went wrong, in words a caller can act on. */
+  readonly description: string;
+  /** Whether trying the same job again later can succeed. */
+  readonly retryable: boolean;
+  /** The HTTP status this code maps to when it reaches an HTTP caller. */
+  readonly httpStatus: number;
+}
+
+export const ERRORS = {
+  IMAGE_EMPTY: {
+    description: 'The image source holds zero bytes.',
+    retryable: false,
+    httpStatus: 422,
+  },
+  IMAGE_UNSUPPORTED: {
+    description:
+      'The bytes are not an image in a format facefleet reads (JPEG, PNG, WebP, GIF, TIFF, AVIF).',
+    retryable: false,
+    httpStatus: 415,
+  },
+  IMAGE_CORRUPT: {
+    description: 'The image format was recognised but its data could not be decoded.',
+    retryable: false,
+    httpStatus: 422,
+  },
+  IMAGE_TOO_LARGE: {
+    description: 'The image declares more pixels than the configured limit (maxPixels).',
+    retryable: false,
+    httpStatus: 413,
+  },
+  IMAGE_TRUNCATED: {
+    description:
+      'Warning, not a failure: the image data ends early; the part that was there was decoded and searched.',
+    retryable: false,
+    httpStatus: 200,
+  },
+  FILE_NOT_FOUND: {
+    description: 'No file exists at the given path.',
+    retryable: false,
+    httpStatus: 404,
+  },
+  FILE_UNREADABLE: {
+    description: 'The file exists but cannot be read (permissions, a directory, an I/O error).',
+    retryable: false,
+    httpStatus: 422,
+  },
+  FILE_TOO_LARGE: {
+    description: 'The file is larger than the configured byte limit (maxBytes).',
+    retryable: false,
+    httpStatus: 413,
+  },
+  URL_INVALID: {
+    description: 'The URL is malformed or does not use http or https.',
+    retryable: false,
+    httpStatus: 400,
+  },
+  URL_FETCH_FAILED: {
+    description: 'The URL could not be fetched (DNS, connection refused or reset).',
+    retryable: true,
+    httpStatus: 502,
+  },
+  URL_TIMEOUT: {
+    description: 'The URL did not answer in full within the configured timeout.',
+    retryable: true,
+    httpStatus: 504,
+  },
+  URL_HTTP_ERROR: {
+    description: 'The URL answered with an HTTP error status.',
+    retryable: false,
+    httpStatus: 502,
+  },
+  URL_TOO_LARGE: {
+    description: 'The URL answered with more bytes than the configured limit (maxBytes).',
+    retryable: false,
+    httpStatus: 413,
+  },
+  DATA_INVALID_BASE64: {
+    description: 'The data field is not valid base64.',
+    retryable: false,
+    httpStatus: 400,
+  },
+  DATA_TOO_LARGE: {
+    description: 'The data field is larger than the configured byte limit (maxBytes).',
+    retryable: false,
+    httpStatus: 413,
+  },
+  JOB_INVALID: {
+    description:
+      'The job does not match the schema: an id and exactly one of url, file or data are required.',
+    retryable: false,
+    httpStatus: 400,
+  },
+  WORKER_CRASHED: {
+    description: 'The inference process died while it held this image.',
+    retryable: true,
+    httpStatus: 500,
+  },
+  INTERNAL: {
+    description: 'An unexpected fault inside facefleet; the message has the detail.',
+    retryable: true,
+    httpStatus: 500,
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERRORS, value);
+}

@@ -1,0 +1,5 @@
+export * from './errors.js';
+export * from './records.js';
+export * from './job.js';
+export * from './groups.js';
+export * from './queues.js';
