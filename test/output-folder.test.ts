@@ -57,3 +57,38 @@ describe('OutputFolder', () => {
     expect(lines(join(dir, STATUS_FILE)).map((l) => JSON.parse(l).id)).toEqual(['a-1', 'a-2']);
   });
 });
+
+describe('OutputFolder and failed images', () => {
+  let dir: string;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'facefleet-out-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  function failed(id: string, code: 'IMAGE_EMPTY' | 'URL_TIMEOUT'): ImageResult {
+    return { status: { id, key: `file_${id}`, status: 'failed', faces: 0, error: { code, message: 'm' } }, records: [] };
+  }
+
+  it('counts a permanent failure as done, a retryable one as not, and every failure as not with retryFailed', () => {
+    const out = OutputFolder.open(dir);
+    out.write(failed('empty', 'IMAGE_EMPTY'));
+    out.write(failed('slow', 'URL_TIMEOUT'));
+    const reopened = OutputFolder.open(dir);
+
+    expect(reopened.isDone('file_empty')).toBe(true);
+    expect(reopened.isDone('file_slow')).toBe(false);
+    expect(reopened.isDone('file_empty', true)).toBe(false);
+  });
+
+  it('lets a success follow a failure of the same key, but never a second failure or a second success', () => {
+    const out = OutputFolder.open(dir);
+
+    expect(out.write(failed('a-1', 'URL_TIMEOUT'))).toBe(true);
+    expect(out.write(failed('a-1', 'URL_TIMEOUT'))).toBe(false);
+    expect(out.write(result('a-1', 1))).toBe(true);
+    expect(out.write(result('a-1', 1))).toBe(false);
+    expect(OutputFolder.open(dir).isDone('file_a-1')).toBe(true);
+    expect(lines(join(dir, 'a.json'))).toHaveLength(1);
+  });
+});

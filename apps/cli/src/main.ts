@@ -2,8 +2,10 @@ import { availableParallelism } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { BACKENDS, ModelError } from '@facefleet/engine';
 import { embed } from './commands/embed.js';
+import { enqueue, sink, status, up, worker } from './commands/fleet.js';
 import { modelsInstall, modelsVerify } from './commands/models.js';
-import { UsageError } from './inputs.js';
+import { PathNotFoundError } from '@facefleet/fleet';
+import { UsageError } from './usage.js';
 
 /** Exit codes: 0 every image handled, 1 nothing could run, 2 usage error, 130 interrupted. */
 const EXIT_FAILURE = 1;
@@ -27,9 +29,68 @@ program
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
   .option('--max-pixels <n>', 'refuse images with more pixels than this', '100000000')
   .option('--max-jobs-per-process <n>', 'recycle an inference process after n images (0 = never)', '0')
+  .option('--retry-failed', 'with --out: process again the images whose last status is failed')
   .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
   .action(async (paths: string[], options: Record<string, unknown>) => {
     process.exitCode = await embed(paths, options);
+  });
+
+program
+  .command('enqueue')
+  .description('put image jobs into the Redis queue (REDIS_URL), in bulk; the same image is never queued twice')
+  .argument('[paths...]', 'image files and directories (walked recursively)')
+  .option('-l, --list <file>', 'also take one path or URL per line from this file (- for stdin)')
+  .option('-g, --group <regex>', 'group rule applied at enqueue (else the sink applies its own)')
+  .option('-p, --priority <n>', 'BullMQ priority, 1 is highest; interactive calls use 1', '10')
+  .option('--batch <n>', 'jobs per round trip to Redis', '500')
+  .action(async (paths: string[], options: Record<string, unknown>) => {
+    process.exitCode = await enqueue(paths, options);
+  });
+
+program
+  .command('worker')
+  .description('consume image jobs from Redis with N inference processes that keep the models loaded')
+  .option('-c, --concurrency <n>', 'inference processes', String(availableParallelism()))
+  .option('--max-jobs-per-process <n>', 'recycle an inference process after n images (0 = never)', '0')
+  .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
+  .option('--min-confidence <x>', 'minimum detector score when a job does not say', '0.5')
+  .option('--lock-ms <ms>', 'job lock duration and stalled-check interval (default 30000)')
+  .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
+  .action(async (options: Record<string, unknown>) => {
+    process.exitCode = await worker(options);
+  });
+
+program
+  .command('sink')
+  .description('write results from Redis into an output folder: the single writer of its files')
+  .requiredOption('-o, --out <dir>', 'output folder: <group>.json files and _status.jsonl')
+  .option('-g, --group <regex>', 'group rule for results that carry no group')
+  .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
+  .action(async (options: Record<string, unknown>) => {
+    process.exitCode = await sink(options);
+  });
+
+program
+  .command('up')
+  .description("one machine's whole fleet: Redis (started if none answers), workers and the sink")
+  .option('-w, --workers <n>', 'inference processes', String(availableParallelism()))
+  .option('-o, --out <dir>', 'output folder', 'facefleet-out')
+  .option('-g, --group <regex>', 'group rule for results that carry no group')
+  .option('--max-jobs-per-process <n>', 'recycle an inference process after n images (0 = never)', '0')
+  .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
+  .option('--min-confidence <x>', 'minimum detector score when a job does not say', '0.5')
+  .option('--lock-ms <ms>', 'job lock duration and stalled-check interval (default 30000)')
+  .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
+  .action(async (options: Record<string, unknown>) => {
+    process.exitCode = await up(options);
+  });
+
+program
+  .command('status')
+  .description('jobs per queue and state, workers alive, throughput of the last minute')
+  .option('--json', 'one JSON line instead of text')
+  .action(async (options: { json?: boolean }) => {
+    process.exitCode = await status(options);
   });
 
 const models = program.command('models').description('the model weights in models/');
@@ -58,7 +119,7 @@ function exitCodeFor(error: unknown): number {
   if (error instanceof CommanderError) {
     return error.exitCode === 0 ? 0 : EXIT_USAGE;
   }
-  if (error instanceof UsageError) {
+  if (error instanceof UsageError || error instanceof PathNotFoundError) {
     process.stderr.write(`facefleet: ${error.message}\n`);
     return EXIT_USAGE;
   }

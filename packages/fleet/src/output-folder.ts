@@ -1,6 +1,6 @@
 import { appendFileSync, closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { groupOf, ImageStatusSchema, type ImageResult } from '@facefleet/protocol';
+import { ERRORS, groupOf, ImageStatusSchema, type ImageResult, type ImageStatus } from '@facefleet/protocol';
 
 export const STATUS_FILE = '_status.jsonl';
 
@@ -19,7 +19,8 @@ export interface OutputFolderOptions {
  * (records past that belong to an image that never got its status and will be processed again).
  */
 export class OutputFolder {
-  private readonly done = new Set<string>();
+  /** The last status written for each job key. */
+  private readonly done = new Map<string, ImageStatus>();
   /** Face records per group that the status file accounts for. */
   private readonly expected = new Map<string, number>();
   private readonly checked = new Set<string>();
@@ -45,14 +46,31 @@ export class OutputFolder {
     return this.done.has(key);
   }
 
+  /**
+   * Whether an image needs no processing again: it has a status, and that status is not a failure
+   * that a retry could mend (a retryable code, or any failure when `retryFailed`).
+   */
+  isDone(key: string, retryFailed = false): boolean {
+    const last = this.done.get(key);
+    if (!last) return false;
+    if (last.status !== 'failed') return true;
+
+    const code = last.error?.code as keyof typeof ERRORS | undefined;
+    return !(retryFailed || (code !== undefined && ERRORS[code]?.retryable));
+  }
+
   groupFor(id: string | number, explicit?: string): string {
     return explicit ?? groupOf(id, this.options.groupPattern);
   }
 
-  /** Writes one image's records, then its status. A key written before is skipped: returns false. */
+  /**
+   * Writes one image's records, then its status, and returns true. A result for a key already
+   * written is skipped (false), except that a success may follow a failure: the later line wins.
+   */
   write(result: ImageResult, explicitGroup?: string): boolean {
     const key = result.status.key;
-    if (key !== undefined && this.done.has(key)) return false;
+    const last = key === undefined ? undefined : this.done.get(key);
+    if (last && (last.status !== 'failed' || result.status.status === 'failed')) return false;
 
     const group = this.groupFor(result.status.id, explicitGroup);
     if (result.records.length > 0) {
@@ -61,7 +79,7 @@ export class OutputFolder {
     }
     appendFileSync(join(this.dir, STATUS_FILE), `${JSON.stringify({ ...result.status, group })}\n`);
 
-    if (key !== undefined) this.done.add(key);
+    if (key !== undefined) this.done.set(key, result.status);
     this.expected.set(group, (this.expected.get(group) ?? 0) + result.records.length);
     return true;
   }
@@ -83,7 +101,7 @@ export class OutputFolder {
 
       const status = ImageStatusSchema.parse(JSON.parse(line));
       const group = status.group ?? this.groupFor(status.id);
-      if (status.key !== undefined) this.done.add(status.key);
+      if (status.key !== undefined) this.done.set(status.key, status);
       this.expected.set(group, (this.expected.get(group) ?? 0) + (status.status === 'ok' ? status.faces : 0));
     }
   }

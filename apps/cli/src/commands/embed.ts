@@ -1,10 +1,10 @@
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { BACKENDS, createLogger, EnginePool, type PoolOutcome } from '@facefleet/engine';
-import { OutputFolder } from '@facefleet/fleet';
+import { imageFiles, OutputFolder } from '@facefleet/fleet';
 import { idFromPath, jobKey, type ImageResult } from '@facefleet/protocol';
-import { imageFiles, UsageError } from '../inputs.js';
-import { Progress } from '../progress.js';
+import { optionIssues, UsageError } from '../usage.js';
+import { plural, Progress } from '../progress.js';
 
 export const EmbedOptionsSchema = z
   .object({
@@ -27,6 +27,7 @@ export const EmbedOptionsSchema = z
     backend: z.enum(BACKENDS).default('auto'),
     maxPixels: z.coerce.number().int().positive().default(100_000_000),
     maxJobsPerProcess: z.coerce.number().int().min(0).default(0),
+    retryFailed: z.boolean().default(false),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .strict();
@@ -45,7 +46,7 @@ interface Totals {
  */
 export async function embed(paths: string[], rawOptions: Record<string, unknown>): Promise<number> {
   const parsed = EmbedOptionsSchema.safeParse(rawOptions);
-  if (!parsed.success) throw new UsageError(parsed.error.issues.map((i) => i.message).join('; '));
+  if (!parsed.success) throw new UsageError(optionIssues(parsed.error));
   const options = parsed.data;
   const logger = createLogger('facefleet', options.logLevel);
 
@@ -53,7 +54,7 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
   const todo: string[] = [];
   let skipped = 0;
   for await (const file of imageFiles(paths)) {
-    if (folder?.has(jobKey({ file }))) skipped += 1;
+    if (folder?.isDone(jobKey({ file }), options.retryFailed)) skipped += 1;
     else todo.push(file);
   }
 
@@ -89,8 +90,10 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
     if (folder) folder.write(result, undefined);
     else writeStdout(result);
     count(totals, result);
-    if (result.status.status === 'failed') logger.warn({ id: result.status.id, source: result.status.source, error: result.status.error }, 'image failed');
-    progress.tick(totals.faces);
+    const { id, source, error, warnings } = result.status;
+    if (error) logger.warn({ id, source, error }, 'image failed');
+    else if (warnings) logger.warn({ id, source, warnings }, 'image processed with a warning');
+    progress.tick(1, `${totals.faces} faces`);
   };
 
   try {
@@ -104,9 +107,9 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
 
   const seconds = (performance.now() - started) / 1000;
   process.stderr.write(
-    `facefleet embed: ${totals.images} images, ${totals.faces} faces, ${totals.noFaces} without faces, ` +
+    `facefleet embed: ${plural(totals.images, 'image')}, ${plural(totals.faces, 'face')}, ${totals.noFaces} without faces, ` +
       `${totals.failed} failed, ${(totals.images / seconds).toFixed(2)} images/s (${seconds.toFixed(1)} s, ` +
-      `${processes} processes, ${backend} backend)` +
+      `${plural(processes, 'process', 'processes')}, ${backend} backend)` +
       (skipped > 0 ? `; ${skipped} skipped as already done` : '') +
       (interrupted ? `; interrupted: ${todo.length - totals.images} not processed` : '') +
       '\n',

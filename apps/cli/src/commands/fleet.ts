@@ -1,0 +1,211 @@
+import { availableParallelism } from 'node:os';
+import { z } from 'zod';
+import { BACKENDS, createLogger, type Logger } from '@facefleet/engine';
+import {
+  FaceProducer,
+  FaceSink,
+  FaceWorker,
+  fleetStatus,
+  imageFiles,
+  jobFor,
+  listLines,
+  redactUrl,
+  BULK_PRIORITY,
+} from '@facefleet/fleet';
+import { ensureRedis } from '../redis-server.js';
+import { plural, Progress } from '../progress.js';
+import { optionIssues, UsageError } from '../usage.js';
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const regex = z
+  .string()
+  .optional()
+  .transform((pattern, ctx) => {
+    if (pattern === undefined) return undefined;
+    try {
+      return new RegExp(pattern);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `not a valid regular expression: ${pattern}` });
+      return z.NEVER;
+    }
+  });
+
+function parse<S extends z.ZodType>(schema: S, raw: unknown): z.output<S> {
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) throw new UsageError(optionIssues(parsed.error));
+  return parsed.data;
+}
+
+/** Runs until SIGINT or SIGTERM, then closes what runs, in order. */
+function untilSignal(logger: Logger, close: () => Promise<void>): Promise<number> {
+  return new Promise((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      logger.info({ signal }, 'stopping: finishing the jobs in hand');
+      close().then(
+        () => resolve(0),
+        (error: unknown) => {
+          logger.error({ err: error }, 'did not stop cleanly');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
+
+const EnqueueSchema = z
+  .object({
+    list: z.string().optional(),
+    group: regex,
+    priority: z.coerce.number().int().min(1).max(2_097_152).default(BULK_PRIORITY),
+    batch: z.coerce.number().int().min(1).max(10_000).default(500),
+  })
+  .strict();
+
+/** `facefleet enqueue`: streams paths (walked folders, files, a list) into the jobs queue in bulk. */
+export async function enqueue(paths: string[], raw: Record<string, unknown>): Promise<number> {
+  const options = parse(EnqueueSchema, raw);
+  if (paths.length === 0 && !options.list) throw new UsageError('give files, folders or --list FILE');
+
+  const entries = async function* () {
+    if (paths.length > 0) yield* imageFiles(paths);
+    if (options.list) yield* listLines(options.list);
+  };
+  // A second, cheaper walk counts the files meanwhile, so that the progress bar can show an ETA.
+  const progress = new Progress(undefined, 'jobs');
+  if (!options.list && process.stderr.isTTY) void countAll(imageFiles(paths)).then((n) => progress.setTotal(n), () => undefined);
+
+  const producer = new FaceProducer();
+  const started = performance.now();
+  const totals = { added: 0, existing: 0, refused: 0 };
+  let batch: unknown[] = [];
+  const flush = async () => {
+    const result = await producer.enqueue(batch, { priority: options.priority });
+    for (const r of result.refused) process.stderr.write(`facefleet enqueue: refused ${JSON.stringify(batch[r.index])}: ${r.reason}\n`);
+    totals.added += result.added;
+    totals.existing += result.existing;
+    totals.refused += result.refused.length;
+    progress.tick(batch.length, `${totals.added} new`);
+    batch = [];
+  };
+
+  try {
+    for await (const entry of entries()) {
+      batch.push(jobFor(entry, options.group));
+      if (batch.length >= options.batch) await flush();
+    }
+    if (batch.length > 0) await flush();
+  } catch (error) {
+    progress.stop();
+    await producer.close();
+    if (error instanceof Error && /ECONNREFUSED|enableOfflineQueue|Connection is closed|max retries/i.test(error.message)) {
+      throw new Error(`cannot reach Redis at ${redactUrl(producer.config.redisUrl)} (${error.message}). Start Redis or set REDIS_URL.`);
+    }
+    throw error;
+  }
+  progress.stop();
+  await producer.close();
+
+  const seconds = (performance.now() - started) / 1000;
+  const total = totals.added + totals.existing + totals.refused;
+  process.stderr.write(
+    `facefleet enqueue: ${plural(totals.added, 'job')} added, ${totals.existing} already queued or done, ` +
+      `${totals.refused} refused; ${(total / seconds).toFixed(0)} jobs/s (${seconds.toFixed(1)} s)\n`,
+  );
+  return 0;
+}
+
+async function countAll(files: AsyncIterable<string>): Promise<number> {
+  let n = 0;
+  for await (const _ of files) n += 1;
+  return n;
+}
+
+const WorkerSchema = z
+  .object({
+    concurrency: z.coerce.number().int().min(1).max(256).default(availableParallelism()),
+    maxJobsPerProcess: z.coerce.number().int().min(0).default(0),
+    backend: z.enum(BACKENDS).default('auto'),
+    minConfidence: z.coerce.number().min(0).max(1).default(0.5),
+    lockMs: z.coerce.number().int().min(100).optional(),
+    logLevel: z.enum(LOG_LEVELS).default('info'),
+  })
+  .strict();
+
+function startWorker(options: z.output<typeof WorkerSchema>, logger: Logger): Promise<FaceWorker> {
+  return FaceWorker.start({
+    processes: options.concurrency,
+    maxJobsPerProcess: options.maxJobsPerProcess,
+    engine: { backend: options.backend, minConfidence: options.minConfidence },
+    fleet: options.lockMs ? { lockDurationMs: options.lockMs, stalledIntervalMs: options.lockMs } : {},
+    logger,
+    logLevel: options.logLevel,
+  });
+}
+
+/** `facefleet worker`: N inference processes on this machine, fed from the jobs queue. */
+export async function worker(raw: Record<string, unknown>): Promise<number> {
+  const options = parse(WorkerSchema, raw);
+  const logger = createLogger('facefleet-worker', options.logLevel);
+  const running = await startWorker(options, logger);
+  return untilSignal(logger, () => running.close());
+}
+
+const SinkSchema = z
+  .object({
+    out: z.string().min(1),
+    group: regex,
+    logLevel: z.enum(LOG_LEVELS).default('info'),
+  })
+  .strict();
+
+/** `facefleet sink`: the single writer of an output folder, fed from the results queue. */
+export async function sink(raw: Record<string, unknown>): Promise<number> {
+  const options = parse(SinkSchema, raw);
+  const logger = createLogger('facefleet-sink', options.logLevel);
+  const running = FaceSink.start({ out: options.out, logger, ...(options.group ? { groupPattern: options.group } : {}) });
+  return untilSignal(logger, () => running.close());
+}
+
+const UpSchema = WorkerSchema.omit({ concurrency: true })
+  .extend({
+    workers: z.coerce.number().int().min(1).max(256).default(availableParallelism()),
+    out: z.string().min(1).default('facefleet-out'),
+    group: regex,
+  })
+  .strict();
+
+/** `facefleet up`: one machine's whole fleet: Redis if none answers, workers and the sink. */
+export async function up(raw: Record<string, unknown>): Promise<number> {
+  const { workers, out, group, ...rest } = parse(UpSchema, raw);
+  const logger = createLogger('facefleet', rest.logLevel);
+  const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const redis = await ensureRedis(redisUrl, logger);
+
+  const sinkRunning = FaceSink.start({ out, logger, ...(group ? { groupPattern: group } : {}) });
+  const workerRunning = await startWorker({ ...rest, concurrency: workers }, logger);
+  logger.info({ out, workers, redis: redactUrl(redisUrl) }, 'fleet up: enqueue with "npx facefleet enqueue <paths>"');
+  return untilSignal(logger, async () => {
+    await workerRunning.close();
+    await sinkRunning.close();
+    redis?.kill('SIGTERM');
+  });
+}
+
+/** `facefleet status`: counts per queue and state, workers, last minute's throughput. */
+export async function status(raw: { json?: boolean }): Promise<number> {
+  const queues = await fleetStatus();
+  if (raw.json) {
+    process.stdout.write(`${JSON.stringify(queues)}\n`);
+    return 0;
+  }
+  for (const q of queues) {
+    const counts = Object.entries(q.counts).map(([state, n]) => `${state} ${n}`).join(', ');
+    process.stdout.write(`${q.name}: ${counts}; ${plural(q.workers, 'worker')}; ${q.completedLastMinute} completed in the last minute\n`);
+  }
+  return 0;
+}

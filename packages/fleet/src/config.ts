@@ -1,0 +1,53 @@
+import { z } from 'zod';
+
+export const FleetConfigSchema = z
+  .object({
+    /** Redis to use; `rediss://` for TLS, a password in the URL for AUTH. */
+    redisUrl: z.string().url().default('redis://127.0.0.1:6379'),
+    /** BullMQ key prefix: fleets that share a Redis keep apart by prefix. */
+    prefix: z.string().min(1).max(100).default('facefleet'),
+    /** Tries per job for transient faults (URL timeouts, crashed processes); bad input gets one. */
+    attempts: z.number().int().min(1).max(50).default(3),
+    /** First retry delay; doubles with each further try. */
+    backoffMs: z.number().int().min(0).default(2_000),
+    /** How long a worker's claim on a job lasts without renewal (renewed at half of it). */
+    lockDurationMs: z.number().int().min(100).default(30_000),
+    /** How often workers look for jobs whose claim ran out (their worker died). */
+    stalledIntervalMs: z.number().int().min(100).default(30_000),
+    /** Keep completed jobs so that enqueueing the same image again adds nothing (costs Redis memory). */
+    keepCompleted: z.boolean().default(true),
+  })
+  .strict();
+
+export type FleetConfig = z.output<typeof FleetConfigSchema>;
+export type FleetConfigInput = z.input<typeof FleetConfigSchema>;
+
+/** Fleet settings from the environment (`REDIS_URL`, `FACEFLEET_PREFIX`) under explicit ones. */
+export function fleetConfig(input: FleetConfigInput = {}, env: NodeJS.ProcessEnv = process.env): FleetConfig {
+  return FleetConfigSchema.parse({
+    ...(env.REDIS_URL ? { redisUrl: env.REDIS_URL } : {}),
+    ...(env.FACEFLEET_PREFIX ? { prefix: env.FACEFLEET_PREFIX } : {}),
+    ...input,
+  });
+}
+
+/** The Redis URL with any password replaced, for logs and messages. */
+export function redactUrl(url: string): string {
+  if (!URL.canParse(url)) return '<invalid url>';
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = '***';
+  return parsed.toString();
+}
+
+/**
+ * BullMQ connection options. Workers and the sink wait for Redis through outages
+ * (`maxRetriesPerRequest: null`); producers fail fast so that a caller hears about it.
+ */
+export function connectionOptions(config: FleetConfig, role: 'worker' | 'producer') {
+  return {
+    url: config.redisUrl,
+    maxRetriesPerRequest: role === 'worker' ? null : 3,
+    enableOfflineQueue: role === 'worker',
+    retryStrategy: (times: number) => Math.min(200 * 2 ** Math.min(times, 6), 5_000),
+  };
+}

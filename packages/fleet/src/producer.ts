@@ -1,0 +1,97 @@
+import { resolve } from 'node:path';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { jobKey, JobSchema, QUEUES, sourceOf, type Job } from '@facefleet/protocol';
+import { connectionOptions, fleetConfig, type FleetConfig, type FleetConfigInput } from './config.js';
+import { jobHashKey, type JobsQueue } from './queues.js';
+
+/** Bulk jobs get this priority unless told otherwise; interactive calls get 1 (BullMQ: lower first). */
+export const BULK_PRIORITY = 10;
+
+export interface EnqueueOptions {
+  /** BullMQ priority: 1 is the highest. */
+  readonly priority?: number;
+}
+
+export interface EnqueueResult {
+  /** The key of every accepted job, in input order (refused ones are left out). */
+  readonly keys: string[];
+  /** Jobs new to the queue. */
+  readonly added: number;
+  /** Jobs whose key was already waiting, running or done: not added again. */
+  readonly existing: number;
+  /** Jobs that failed validation, with the reason; nothing of them reached Redis. */
+  readonly refused: Array<{ index: number; reason: string }>;
+}
+
+/**
+ * The typed client for programs that enqueue. Every job is validated here, before Redis; its key
+ * comes from its source, so the same image enqueued twice is one job.
+ */
+export class FaceProducer {
+  readonly config: FleetConfig;
+  private readonly redis: Redis;
+  private readonly queue: JobsQueue;
+
+  constructor(config: FleetConfigInput | FleetConfig = {}) {
+    this.config = fleetConfig(config);
+    const { url, ...options } = connectionOptions(this.config, 'producer');
+    // One connection, shared with BullMQ, that also answers the "already queued?" question.
+    this.redis = new Redis(url, options);
+    this.queue = new Queue(QUEUES.jobs, { connection: this.redis, prefix: this.config.prefix });
+  }
+
+  /** Adds one batch (hundreds of jobs per round trip is the sweet spot) and says what happened. */
+  async enqueue(inputs: readonly unknown[], options: EnqueueOptions = {}): Promise<EnqueueResult> {
+    const refused: EnqueueResult['refused'] = [];
+    const accepted: Array<{ key: string; job: Job }> = [];
+    inputs.forEach((input, index) => {
+      const parsed = JobSchema.safeParse(input);
+      if (!parsed.success) {
+        refused.push({ index, reason: parsed.error.issues.map((i) => `${i.path.join('.') || 'job'}: ${i.message}`).join('; ') });
+        return;
+      }
+      const job = parsed.data.file !== undefined ? { ...parsed.data, file: resolve(parsed.data.file) } : parsed.data;
+      accepted.push({ key: jobKey(sourceOf(job)), job });
+    });
+
+    const fresh = await this.notYetQueued(accepted);
+    if (fresh.length > 0) {
+      await this.queue.addBulk(
+        fresh.map(({ key, job }) => ({
+          name: 'image',
+          data: job,
+          opts: {
+            jobId: key,
+            priority: options.priority ?? BULK_PRIORITY,
+            attempts: this.config.attempts,
+            backoff: { type: 'exponential', delay: this.config.backoffMs },
+            removeOnComplete: !this.config.keepCompleted,
+            removeOnFail: false,
+          },
+        })),
+      );
+    }
+    return { keys: accepted.map((a) => a.key), added: fresh.length, existing: accepted.length - fresh.length, refused };
+  }
+
+  /** Keys already in Redis, asked in one round trip. BullMQ would ignore them anyway; this counts them. */
+  private async notYetQueued(jobs: Array<{ key: string; job: Job }>): Promise<Array<{ key: string; job: Job }>> {
+    if (jobs.length === 0) return [];
+
+    // The connection queues nothing while down (producers fail fast), so wait until it is up.
+    await this.queue.waitUntilReady();
+    const pipeline = this.redis.pipeline();
+    const unique = new Map(jobs.map((j) => [j.key, j]));
+    for (const key of unique.keys()) pipeline.exists(jobHashKey(this.config, QUEUES.jobs, key));
+    const answers = (await pipeline.exec()) ?? [];
+    const failure = answers.find(([error]) => error);
+    if (failure) throw failure[0];
+    return [...unique.values()].filter((_, i) => answers[i]?.[1] === 0);
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+    this.redis.disconnect();
+  }
+}

@@ -1,0 +1,62 @@
+import { Worker } from 'bullmq';
+import type { Logger } from '@facefleet/engine';
+import { QUEUES } from '@facefleet/protocol';
+import { connectionOptions, fleetConfig, redactUrl, type FleetConfigInput } from './config.js';
+import { PublishedResultSchema, type PublishedResult } from './messages.js';
+import { OutputFolder } from './output-folder.js';
+
+export interface FaceSinkOptions {
+  readonly fleet?: FleetConfigInput;
+  /** The output folder: `<group>.json` files and `_status.jsonl`. */
+  readonly out: string;
+  readonly groupPattern?: RegExp;
+  readonly logger: Logger;
+}
+
+/**
+ * The single writer of an output folder: takes results off the results queue, one at a time, and
+ * appends them. A result delivered again (the sink died before acknowledging it) is recognised
+ * by its key and not written twice.
+ */
+export class FaceSink {
+  written = 0;
+  duplicates = 0;
+
+  private constructor(
+    private readonly worker: Worker<PublishedResult, void>,
+    readonly folder: OutputFolder,
+  ) {}
+
+  static start(options: FaceSinkOptions): FaceSink {
+    const config = fleetConfig(options.fleet);
+    const folder = OutputFolder.open(options.out, options.groupPattern ? { groupPattern: options.groupPattern } : {});
+    let sink: FaceSink | undefined;
+
+    const worker = new Worker<PublishedResult, void>(
+      QUEUES.results,
+      async (job) => {
+        const message = PublishedResultSchema.parse(job.data);
+        const result = { ...message.result, status: { ...message.result.status, key: message.key } };
+        if (folder.write(result, message.group)) sink!.written += 1;
+        else sink!.duplicates += 1;
+      },
+      {
+        connection: connectionOptions(config, 'worker'),
+        prefix: config.prefix,
+        concurrency: 1,
+        lockDuration: config.lockDurationMs,
+        stalledInterval: config.stalledIntervalMs,
+        removeOnComplete: { count: 1000 },
+      },
+    );
+    sink = new FaceSink(worker, folder);
+    worker.on('error', (error) => options.logger.warn({ err: error.message }, 'sink: redis error'));
+    worker.on('failed', (job, error) => options.logger.error({ jobId: job?.id, err: error.message }, 'sink: result not written'));
+    options.logger.info({ out: options.out, done: folder.size, redis: redactUrl(config.redisUrl), prefix: config.prefix }, 'sink started');
+    return sink;
+  }
+
+  async close(): Promise<void> {
+    await this.worker.close();
+  }
+}
