@@ -22,12 +22,13 @@ export interface Running {
 }
 
 /** Starts `facefleet <args>` as its own process, with the fleet's environment. */
-export function start(args: string[], env: Record<string, string>): Running {
+export function start(args: string[], env: Record<string, string>, input?: string): Running {
   const child = spawn(process.execPath, [CLI, ...args], {
     cwd: REPO,
     env: { ...process.env, REDIS_URL, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
+  if (input !== undefined) child.stdin?.end(input);
   let log = '';
   child.stdout?.on('data', (chunk: Buffer) => (log += chunk));
   child.stderr?.on('data', (chunk: Buffer) => (log += chunk));
@@ -44,8 +45,8 @@ export function start(args: string[], env: Record<string, string>): Running {
 }
 
 /** Runs `facefleet <args>` to the end. */
-export async function run(args: string[], env: Record<string, string>): Promise<{ code: number | null; log: string }> {
-  const running = start(args, env);
+export async function run(args: string[], env: Record<string, string>, input?: string): Promise<{ code: number | null; log: string }> {
+  const running = start(args, env, input);
   const code = await running.exited;
   return { code, log: running.log() };
 }

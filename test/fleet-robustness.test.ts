@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -133,6 +134,43 @@ describe('bad jobs', () => {
       expect(worker.child.exitCode).toBeNull();
       expect(sink.child.exitCode).toBeNull();
     } finally {
+      await queue.close();
+    }
+  });
+});
+
+describe('a transient fault (a URL that times out once)', () => {
+  it('is retried with backoff and succeeds; URLs and paths come from a --list on stdin', async () => {
+    const env = { ...fleetEnv(), FACEFLEET_BACKOFF_MS: '100' };
+    const out = join(work, 'out-transient');
+    const bytes = readFileSync(data('ageitgey_face_recognition/tests/test_images/obama.jpg'));
+    let requests = 0;
+    const server = createHttpServer((req, res) => {
+      requests += 1;
+      if (requests === 1) return; // the first answer never comes
+      res.writeHead(200, { 'content-type': 'image/jpeg' }).end(bytes);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/flaky-000001.jpg`;
+    const queue = new Queue('faces', { connection: { url: REDIS_URL }, prefix: env.FACEFLEET_PREFIX! });
+
+    try {
+      launch(['sink', '--out', out], env);
+      launch(['worker', '--concurrency', '1', '--url-timeout-ms', '500'], env);
+      const list = `# an ingest list\n${url}\n\n${data('derived/empty.jpg')}\n`;
+      const enqueued = await run(['enqueue', '--list', '-'], env, list);
+      const statuses = await waitForStatuses(out, 2);
+      const [job] = await queue.getJobs(['completed']);
+
+      expect(enqueued.log).toContain('2 jobs added');
+      expect(statuses.find((s) => s.id === 'flaky-000001')).toMatchObject({ status: 'ok', faces: 1, source: url, group: 'flaky' });
+      expect(statuses.find((s) => s.id === 'empty')).toMatchObject({ status: 'failed', error: { code: 'IMAGE_EMPTY' } });
+      expect(requests).toBe(2);
+      expect(job?.attemptsMade).toBe(2);
+      expect(job?.stacktrace.join('\n') ?? '').toContain('URL_TIMEOUT');
+    } finally {
+      server.closeAllConnections();
+      server.close();
       await queue.close();
     }
   });

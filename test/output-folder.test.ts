@@ -1,8 +1,8 @@
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { OutputFolder, STATUS_FILE } from '@facefleet/fleet';
+import { FolderBusyError, OutputFolder, STATUS_FILE } from '@facefleet/fleet';
 import type { ImageResult } from '@facefleet/protocol';
 
 function result(id: string, faces: number): ImageResult {
@@ -90,5 +90,29 @@ describe('OutputFolder and failed images', () => {
     expect(out.write(result('a-1', 1))).toBe(false);
     expect(OutputFolder.open(dir).isDone('file_a-1')).toBe(true);
     expect(lines(join(dir, 'a.json'))).toHaveLength(1);
+  });
+});
+
+describe('OutputFolder writer lock', () => {
+  let dir: string;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'facefleet-out-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('refuses a folder held by another live process on this host', () => {
+    writeFileSync(join(dir, '.facefleet.lock'), `${process.ppid}@${hostname()}`);
+
+    expect(() => OutputFolder.open(dir)).toThrow(FolderBusyError);
+  });
+
+  it('takes over the lock of a process that is gone, and gives it back on close', () => {
+    writeFileSync(join(dir, '.facefleet.lock'), `999999999@${hostname()}`);
+
+    const out = OutputFolder.open(dir);
+    expect(readFileSync(join(dir, '.facefleet.lock'), 'utf8')).toBe(`${process.pid}@${hostname()}`);
+    out.close();
+    expect(existsSync(join(dir, '.facefleet.lock'))).toBe(false);
   });
 });

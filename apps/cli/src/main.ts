@@ -55,6 +55,7 @@ program
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
   .option('--min-confidence <x>', 'minimum detector score when a job does not say', '0.5')
   .option('--lock-ms <ms>', 'job lock duration and stalled-check interval (default 30000)')
+  .option('--url-timeout-ms <ms>', 'total time allowed to fetch one URL', '30000')
   .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
   .action(async (options: Record<string, unknown>) => {
     process.exitCode = await worker(options);
@@ -80,6 +81,7 @@ program
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
   .option('--min-confidence <x>', 'minimum detector score when a job does not say', '0.5')
   .option('--lock-ms <ms>', 'job lock duration and stalled-check interval (default 30000)')
+  .option('--url-timeout-ms <ms>', 'total time allowed to fetch one URL', '30000')
   .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
   .action(async (options: Record<string, unknown>) => {
     process.exitCode = await up(options);

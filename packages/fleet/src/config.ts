@@ -22,13 +22,31 @@ export const FleetConfigSchema = z
 export type FleetConfig = z.output<typeof FleetConfigSchema>;
 export type FleetConfigInput = z.input<typeof FleetConfigSchema>;
 
-/** Fleet settings from the environment (`REDIS_URL`, `FACEFLEET_PREFIX`) under explicit ones. */
+/** Environment variables that set fleet options, under explicit ones. */
+const FROM_ENV = {
+  REDIS_URL: 'redisUrl',
+  FACEFLEET_PREFIX: 'prefix',
+  FACEFLEET_ATTEMPTS: 'attempts',
+  FACEFLEET_BACKOFF_MS: 'backoffMs',
+} as const;
+
+/**
+ * Fleet settings: explicit ones over `REDIS_URL`, `FACEFLEET_PREFIX`, `FACEFLEET_ATTEMPTS` and
+ * `FACEFLEET_BACKOFF_MS`, over defaults. Every bad value is reported in one error.
+ */
 export function fleetConfig(input: FleetConfigInput = {}, env: NodeJS.ProcessEnv = process.env): FleetConfig {
-  return FleetConfigSchema.parse({
-    ...(env.REDIS_URL ? { redisUrl: env.REDIS_URL } : {}),
-    ...(env.FACEFLEET_PREFIX ? { prefix: env.FACEFLEET_PREFIX } : {}),
-    ...input,
-  });
+  const fromEnv: Record<string, string | number> = {};
+  for (const [name, key] of Object.entries(FROM_ENV)) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    fromEnv[key] = key === 'attempts' || key === 'backoffMs' ? Number(value) : value;
+  }
+  const parsed = FleetConfigSchema.safeParse({ ...fromEnv, ...input });
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${String(i.path[0] ?? '')}: ${i.message}`).join('; ');
+    throw new Error(`invalid fleet configuration (${problems}); see REDIS_URL, FACEFLEET_PREFIX, FACEFLEET_ATTEMPTS, FACEFLEET_BACKOFF_MS`);
+  }
+  return parsed.data;
 }
 
 /** The Redis URL with any password replaced, for logs and messages. */

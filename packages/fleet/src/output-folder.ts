@@ -1,8 +1,27 @@
-import { appendFileSync, closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import {
+  appendFileSync,
+  closeSync,
+  existsSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { ERRORS, groupOf, ImageStatusSchema, type ImageResult, type ImageStatus } from '@facefleet/protocol';
 
 export const STATUS_FILE = '_status.jsonl';
+const LOCK_FILE = '.facefleet.lock';
+
+/** Another live process writes this folder: two writers would break exactly-once output. */
+export class FolderBusyError extends Error {
+  override name = 'FolderBusyError';
+}
 
 export interface OutputFolderOptions {
   /** Overrides the default group rule (see groupOf). */
@@ -30,11 +49,17 @@ export class OutputFolder {
     private readonly options: OutputFolderOptions,
   ) {}
 
+  /** Opens (creating) the folder and takes its writer's lock; `close` gives the lock back. */
   static open(dir: string, options: OutputFolderOptions = {}): OutputFolder {
     mkdirSync(dir, { recursive: true });
+    takeLock(dir);
     const folder = new OutputFolder(dir, options);
     folder.loadStatuses();
     return folder;
+  }
+
+  close(): void {
+    rmSync(join(this.dir, LOCK_FILE), { force: true });
   }
 
   /** Images already written, by job key. */
@@ -141,6 +166,37 @@ function offsetAfterLines(path: string, lines: number): number {
     }
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * One writer per folder, held by a lock file naming its process. A lock left by a process that
+ * is gone (killed, crashed) is taken over; one held by a live process on this host is refused.
+ */
+function takeLock(dir: string): void {
+  const path = join(dir, LOCK_FILE);
+  const mine = `${process.pid}@${hostname()}`;
+  try {
+    writeFileSync(path, mine, { flag: 'wx' });
+    return;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+
+  const holder = readFileSync(path, 'utf8').trim();
+  const [pid, host] = holder.split('@');
+  if (holder !== mine && host === hostname() && isAlive(Number(pid))) {
+    throw new FolderBusyError(`${dir} is being written by process ${pid}; one writer per output folder`);
+  }
+  writeFileSync(path, mine);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

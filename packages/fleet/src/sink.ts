@@ -58,5 +58,6 @@ export class FaceSink {
 
   async close(): Promise<void> {
     await this.worker.close();
+    this.folder.close();
   }
 }

@@ -3,7 +3,7 @@ import { MetricsTime, UnrecoverableError, Worker, type Job as BullJob } from 'bu
 import { EnginePool, type EngineConfigInput, type Logger } from '@facefleet/engine';
 import { ERRORS, QUEUES, type ImageResult, type Job } from '@facefleet/protocol';
 import { connectionOptions, fleetConfig, redactUrl, type FleetConfig, type FleetConfigInput } from './config.js';
-import { QueuedJobSchema, type JobReturn } from './messages.js';
+import { PublishedResultSchema, QueuedJobSchema, type JobReturn } from './messages.js';
 import { resultsQueue, type ResultsQueue } from './queues.js';
 
 export interface FaceWorkerOptions {
@@ -132,9 +132,11 @@ async function processJob(job: BullJob<Job, JobReturn>, pool: EnginePool, result
 }
 
 function publish(results: ResultsQueue, key: string, group: string | undefined, result: ImageResult) {
+  // Validated here as well as in the sink: a malformed result is a bug, caught where it is made.
+  const message = PublishedResultSchema.parse({ key, ...(group ? { group } : {}), result });
   return results.add(
     'result',
-    { key, ...(group ? { group } : {}), result },
+    message,
     // The job key as id: a retried or redelivered job cannot publish twice while the first waits.
     { jobId: key, removeOnComplete: { count: 1000 }, removeOnFail: false },
   );

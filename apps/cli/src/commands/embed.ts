@@ -59,6 +59,7 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
   }
 
   if (todo.length === 0) {
+    folder?.close();
     const what = skipped > 0 ? `all ${skipped} images are already in ${options.out}` : `no image files found in: ${paths.join(', ')}`;
     process.stderr.write(`facefleet embed: ${what}\n`);
     return skipped > 0 ? 0 : 1;
@@ -103,6 +104,7 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await pool.close();
+    folder?.close();
   }
 
   const seconds = (performance.now() - started) / 1000;

@@ -132,6 +132,7 @@ const WorkerSchema = z
     backend: z.enum(BACKENDS).default('auto'),
     minConfidence: z.coerce.number().min(0).max(1).default(0.5),
     lockMs: z.coerce.number().int().min(100).optional(),
+    urlTimeoutMs: z.coerce.number().int().min(1).default(30_000),
     logLevel: z.enum(LOG_LEVELS).default('info'),
   })
   .strict();
@@ -140,7 +141,7 @@ function startWorker(options: z.output<typeof WorkerSchema>, logger: Logger): Pr
   return FaceWorker.start({
     processes: options.concurrency,
     maxJobsPerProcess: options.maxJobsPerProcess,
-    engine: { backend: options.backend, minConfidence: options.minConfidence },
+    engine: { backend: options.backend, minConfidence: options.minConfidence, urlTimeoutMs: options.urlTimeoutMs },
     fleet: options.lockMs ? { lockDurationMs: options.lockMs, stalledIntervalMs: options.lockMs } : {},
     logger,
     logLevel: options.logLevel,
@@ -205,7 +206,7 @@ export async function status(raw: { json?: boolean }): Promise<number> {
   }
   for (const q of queues) {
     const counts = Object.entries(q.counts).map(([state, n]) => `${state} ${n}`).join(', ');
-    process.stdout.write(`${q.name}: ${counts}; ${plural(q.workers, 'worker')}; ${q.completedLastMinute} completed in the last minute\n`);
+    process.stdout.write(`${q.name}: ${counts}; ${plural(q.workers, 'worker')}; ${q.finishedLastMinute} finished in the last minute\n`);
   }
   return 0;
 }
