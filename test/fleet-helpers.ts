@@ -33,13 +33,15 @@ export function start(args: string[], env: Record<string, string>, input?: strin
   child.stdout?.on('data', (chunk: Buffer) => (log += chunk));
   child.stderr?.on('data', (chunk: Buffer) => (log += chunk));
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  // 'exit', not 'close': a grandchild still holding the pipes must not keep a stop waiting.
+  const ended = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return {
     child,
     log: () => log,
     exited,
     stop: (signal = 'SIGTERM') => {
-      child.kill(signal);
-      return exited;
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return ended;
     },
   };
 }
@@ -51,8 +53,17 @@ export async function run(args: string[], env: Record<string, string>, input?: s
   return { code, log: running.log() };
 }
 
+/** Polls `check` until it holds; usable in hooks as well as tests (unlike expect.poll). */
+export async function until(check: () => boolean | Promise<boolean>, what: string, timeout = 60_000, interval = 100): Promise<void> {
+  const deadline = Date.now() + timeout;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, interval));
+  }
+}
+
 export async function waitForLog(running: Running, pattern: RegExp, timeout = 60_000): Promise<void> {
-  await expect.poll(() => pattern.test(running.log()), { timeout, interval: 100 }).toBe(true);
+  await until(() => pattern.test(running.log()), `${pattern} in the log of ${running.child.spawnargs.slice(2, 4).join(' ')}:\n${running.log()}`, timeout);
 }
 
 export function readStatuses(out: string): ImageStatus[] {

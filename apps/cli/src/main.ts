@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { BACKENDS, ModelError } from '@facefleet/engine';
 import { embed } from './commands/embed.js';
-import { enqueue, sink, status, up, worker } from './commands/fleet.js';
+import { enqueue, serve, sink, status, up, worker } from './commands/fleet.js';
 import { modelsInstall, modelsVerify } from './commands/models.js';
 import { PathNotFoundError } from '@facefleet/fleet';
 import { UsageError } from './usage.js';
@@ -41,7 +41,7 @@ program
   .argument('[paths...]', 'image files and directories (walked recursively)')
   .option('-l, --list <file>', 'also take one path or URL per line from this file (- for stdin)')
   .option('-g, --group <regex>', 'group rule applied at enqueue (else the sink applies its own)')
-  .option('-p, --priority <n>', 'BullMQ priority, 1 is highest; interactive calls use 1', '10')
+  .option('-p, --priority <n>', 'BullMQ priority, 1 (highest) to 2097152; default: plain FIFO, behind interactive calls')
   .option('--batch <n>', 'jobs per round trip to Redis', '500')
   .action(async (paths: string[], options: Record<string, unknown>) => {
     process.exitCode = await enqueue(paths, options);
@@ -77,6 +77,9 @@ program
   .option('-w, --workers <n>', 'inference processes', String(availableParallelism()))
   .option('-o, --out <dir>', 'output folder', 'facefleet-out')
   .option('-g, --group <regex>', 'group rule for results that carry no group')
+  .option('--port <n>', 'HTTP API port', '8088')
+  .option('--host <addr>', 'HTTP API address', '127.0.0.1')
+  .option('--no-api', 'do not start the HTTP API')
   .option('--max-jobs-per-process <n>', 'recycle an inference process after n images (0 = never)', '0')
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
   .option('--min-confidence <x>', 'minimum detector score when a job does not say', '0.5')
@@ -85,6 +88,16 @@ program
   .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
   .action(async (options: Record<string, unknown>) => {
     process.exitCode = await up(options);
+  });
+
+program
+  .command('serve')
+  .description('the HTTP API: POST /faceembed (seed-compatible), /v1/jobs, /admin/queues, /healthz, /readyz, /metrics')
+  .option('--port <n>', 'port', '8088')
+  .option('--host <addr>', 'address to listen on (0.0.0.0 for all)', '127.0.0.1')
+  .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
+  .action(async (options: Record<string, unknown>) => {
+    process.exitCode = await serve(options);
   });
 
 program

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ImageResultSchema, JobSchema } from '@facefleet/protocol';
+import { FaceRecordSchema, ImageResultSchema, ImageStatusSchema, JobSchema } from '@facefleet/protocol';
 
 /**
  * What crosses Redis, validated on both sides. A jobs-queue job's data is a Job (its BullMQ id is
@@ -16,5 +16,13 @@ export const PublishedResultSchema = z
   .strict();
 export type PublishedResult = z.infer<typeof PublishedResultSchema>;
 
-/** What a completed jobs-queue job returns: the status alone (records travel on the results queue). */
-export type JobReturn = z.infer<typeof ImageResultSchema>['status'];
+/**
+ * What a finished jobs-queue job returns: the status, the processing time, and the face records
+ * only when the job asked for them (records otherwise travel on the results queue alone).
+ */
+export const JobReturnSchema = z.object({
+  status: ImageStatusSchema,
+  ms: z.number().nonnegative(),
+  records: z.array(FaceRecordSchema).optional(),
+});
+export type JobReturn = z.infer<typeof JobReturnSchema>;

@@ -1,15 +1,17 @@
+import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
-import { Queue } from 'bullmq';
+import { Queue, type Job as BullJob } from 'bullmq';
 import { Redis } from 'ioredis';
 import { jobKey, JobSchema, QUEUES, sourceOf, type Job } from '@facefleet/protocol';
 import { connectionOptions, fleetConfig, type FleetConfig, type FleetConfigInput } from './config.js';
+import type { JobReturn } from './messages.js';
 import { jobHashKey, type JobsQueue } from './queues.js';
 
-/** Bulk jobs get this priority unless told otherwise; interactive calls get 1 (BullMQ: lower first). */
-export const BULK_PRIORITY = 10;
-
 export interface EnqueueOptions {
-  /** BullMQ priority: 1 is the highest. */
+  /**
+   * BullMQ priority, 1 (highest) to 2,097,152. Without one, jobs wait in plain FIFO order, which
+   * is the cheapest to add; interactive calls go in front of them all (see `submitInteractive`).
+   */
   readonly priority?: number;
 }
 
@@ -63,7 +65,7 @@ export class FaceProducer {
           data: job,
           opts: {
             jobId: key,
-            priority: options.priority ?? BULK_PRIORITY,
+            ...(options.priority ? { priority: options.priority } : {}),
             attempts: this.config.attempts,
             backoff: { type: 'exponential', delay: this.config.backoffMs },
             removeOnComplete: !this.config.keepCompleted,
@@ -88,6 +90,28 @@ export class FaceProducer {
     const failure = answers.find(([error]) => error);
     if (failure) throw failure[0];
     return [...unique.values()].filter((_, i) => answers[i]?.[1] === 0);
+  }
+
+  /**
+   * Adds one job for a caller who waits for it (the seed-compatible `/faceembed`): a fresh key, so
+   * the same image is processed again as the seed server did; placed at the head of the queue, in
+   * front of bulk work; one attempt (the caller decides whether to retry); records returned in the
+   * job, not published to the output files. Kept an hour after it finishes.
+   */
+  async submitInteractive(job: Job): Promise<BullJob<Job, JobReturn>> {
+    const interactive = { ...job, options: { ...job.options, returnRecords: true, publish: false } };
+    return this.queue.add('interactive', JobSchema.parse(interactive), {
+      jobId: `live_${randomUUID()}`,
+      lifo: true,
+      attempts: 1,
+      removeOnComplete: { age: 3600 },
+      removeOnFail: { age: 24 * 3600 },
+    });
+  }
+
+  /** The jobs queue, for callers that read job states (the HTTP API). */
+  get jobs(): JobsQueue {
+    return this.queue;
   }
 
   async close(): Promise<void> {

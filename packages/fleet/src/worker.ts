@@ -115,10 +115,12 @@ async function processJob(job: BullJob<Job, JobReturn>, pool: EnginePool, result
       status: { id, key, status: 'failed', faces: 0, error: { code: 'JOB_INVALID', message } },
       records: [],
     });
-    throw new UnrecoverableError(`JOB_INVALID: ${message}`);
+    throw coded(`JOB_INVALID: ${message}`);
   }
 
+  const started = performance.now();
   const { result } = await pool.run(parsed.data, key);
+  const ms = Math.round(performance.now() - started);
   const error = result.status.error;
   const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
   if (error && ERRORS[error.code as keyof typeof ERRORS]?.retryable && !lastAttempt) {
@@ -126,9 +128,18 @@ async function processJob(job: BullJob<Job, JobReturn>, pool: EnginePool, result
     throw new Error(`${error.code}: ${error.message}`);
   }
 
-  await publish(results, key, parsed.data.group, result);
-  if (error) throw new UnrecoverableError(`${error.code}: ${error.message}`);
-  return result.status;
+  const options = parsed.data.options ?? {};
+  if (options.publish !== false) await publish(results, key, parsed.data.group, result);
+  // The reason starts with the code: callers waiting on the job (the HTTP API) read it back.
+  if (error) throw coded(`${error.code}: ${error.message}`);
+  return { status: result.status, ms, ...(options.returnRecords ? { records: result.records } : {}) };
+}
+
+/** A final failure of the input, not of facefleet: its stack would only bury the reason in the dashboard. */
+function coded(reason: string): UnrecoverableError {
+  const error = new UnrecoverableError(reason);
+  error.stack = reason;
+  return error;
 }
 
 function publish(results: ResultsQueue, key: string, group: string | undefined, result: ImageResult) {

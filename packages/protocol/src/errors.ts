@@ -95,6 +95,46 @@ export const ERRORS = {
     retryable: false,
     httpStatus: 400,
   },
+  FILE_NOT_ALLOWED: {
+    description: 'The path is outside the directories that HTTP callers may read (FACEFLEET_FILE_ROOTS).',
+    retryable: false,
+    httpStatus: 403,
+  },
+  REQUEST_MALFORMED: {
+    description: 'The request body is not valid JSON, or not of the content type the endpoint takes.',
+    retryable: false,
+    httpStatus: 400,
+  },
+  REQUEST_TOO_LARGE: {
+    description: 'The request body is larger than the configured limit.',
+    retryable: false,
+    httpStatus: 413,
+  },
+  UNAUTHORIZED: {
+    description: 'A bearer token is required (FACEFLEET_TOKEN is set) and none or a wrong one was sent.',
+    retryable: false,
+    httpStatus: 401,
+  },
+  NOT_FOUND: {
+    description: 'No such endpoint, or no job with that key.',
+    retryable: false,
+    httpStatus: 404,
+  },
+  NO_WORKERS: {
+    description: 'No worker is connected to the queue, so the job could not run; try again later.',
+    retryable: true,
+    httpStatus: 503,
+  },
+  QUEUE_FULL: {
+    description: 'Too many interactive requests are waiting in this API process; try again later.',
+    retryable: true,
+    httpStatus: 503,
+  },
+  RESULT_TIMEOUT: {
+    description: 'The job did not finish within the time the API waits for it.',
+    retryable: true,
+    httpStatus: 504,
+  },
   WORKER_CRASHED: {
     description: 'The inference process died while it held this image.',
     retryable: true,

@@ -8,6 +8,10 @@ export const JobOptionsSchema = z
     minConfidence: z.number().min(0).max(1).optional(),
     /** Take the whole image as one aligned face chip: no detection. */
     aligned: z.boolean().optional(),
+    /** Keep the face records in the finished job too, for callers that ask for them (the HTTP API). */
+    returnRecords: z.boolean().optional(),
+    /** Publish the result to the results queue (and so to the sink's files). Default true. */
+    publish: z.boolean().optional(),
   })
   .strict();
 export type JobOptions = z.infer<typeof JobOptionsSchema>;

@@ -10,8 +10,8 @@ import {
   jobFor,
   listLines,
   redactUrl,
-  BULK_PRIORITY,
 } from '@facefleet/fleet';
+import { exited, spawnApi } from '../api-process.js';
 import { ensureRedis } from '../redis-server.js';
 import { plural, Progress } from '../progress.js';
 import { optionIssues, UsageError } from '../usage.js';
@@ -61,7 +61,7 @@ const EnqueueSchema = z
   .object({
     list: z.string().optional(),
     group: regex,
-    priority: z.coerce.number().int().min(1).max(2_097_152).default(BULK_PRIORITY),
+    priority: z.coerce.number().int().min(1).max(2_097_152).optional(),
     batch: z.coerce.number().int().min(1).max(10_000).default(500),
   })
   .strict();
@@ -84,7 +84,7 @@ export async function enqueue(paths: string[], raw: Record<string, unknown>): Pr
   const totals = { added: 0, existing: 0, refused: 0 };
   let batch: unknown[] = [];
   const flush = async () => {
-    const result = await producer.enqueue(batch, { priority: options.priority });
+    const result = await producer.enqueue(batch, options.priority ? { priority: options.priority } : {});
     for (const r of result.refused) process.stderr.write(`facefleet enqueue: refused ${JSON.stringify(batch[r.index])}: ${r.reason}\n`);
     totals.added += result.added;
     totals.existing += result.existing;
@@ -177,24 +177,52 @@ const UpSchema = WorkerSchema.omit({ concurrency: true })
     workers: z.coerce.number().int().min(1).max(256).default(availableParallelism()),
     out: z.string().min(1).default('facefleet-out'),
     group: regex,
+    port: z.coerce.number().int().min(0).max(65535).default(8088),
+    host: z.string().min(1).default('127.0.0.1'),
+    api: z.boolean().default(true),
   })
   .strict();
 
 /** `facefleet up`: one machine's whole fleet: Redis if none answers, workers and the sink. */
 export async function up(raw: Record<string, unknown>): Promise<number> {
-  const { workers, out, group, ...rest } = parse(UpSchema, raw);
+  const { workers, out, group, port, host, api, ...rest } = parse(UpSchema, raw);
   const logger = createLogger('facefleet', rest.logLevel);
   const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
   const redis = await ensureRedis(redisUrl, logger);
 
   const sinkRunning = FaceSink.start({ out, logger, ...(group ? { groupPattern: group } : {}) });
   const workerRunning = await startWorker({ ...rest, concurrency: workers }, logger);
-  logger.info({ out, workers, redis: redactUrl(redisUrl) }, 'fleet up: enqueue with "npx facefleet enqueue <paths>"');
+  const apiProcess = api ? spawnApi({ port, host, logLevel: rest.logLevel }) : undefined;
+  logger.info({ out, workers, redis: redactUrl(redisUrl), api: api ? `http://${host}:${port}` : 'off' }, 'fleet up: enqueue with "npx facefleet enqueue <paths>"');
   return untilSignal(logger, async () => {
+    apiProcess?.kill('SIGTERM');
+    if (apiProcess) await exited(apiProcess);
     await workerRunning.close();
     await sinkRunning.close();
     redis?.kill('SIGTERM');
   });
+}
+
+const ServeSchema = z
+  .object({
+    port: z.coerce.number().int().min(0).max(65535).default(8088),
+    host: z.string().min(1).default('127.0.0.1'),
+    logLevel: z.enum(LOG_LEVELS).default('info'),
+  })
+  .strict();
+
+/** `facefleet serve`: the HTTP API (/faceembed, /v1/jobs, the dashboard, health, metrics). */
+export async function serve(raw: Record<string, unknown>): Promise<number> {
+  const options = parse(ServeSchema, raw);
+  const child = spawnApi(options);
+  // The API drains its requests on SIGTERM; pass ours on and wait for it.
+  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  const code = await exited(child);
+  process.off('SIGINT', forward);
+  process.off('SIGTERM', forward);
+  return code;
 }
 
 /** `facefleet status`: counts per queue and state, workers, last minute's throughput. */

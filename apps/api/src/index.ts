@@ -1,0 +1,4 @@
+export * from './config.js';
+export * from './errors.js';
+export * from './fleet.js';
+export * from './server.js';

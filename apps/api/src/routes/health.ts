@@ -1,0 +1,16 @@
+import type { FastifyInstance } from 'fastify';
+import type { FleetClient } from '../fleet.js';
+
+/** Liveness (the process answers) and readiness (Redis answers and a worker is connected). */
+export function healthRoutes(app: FastifyInstance, fleet: FleetClient): void {
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_request, reply) => {
+    try {
+      const workers = await fleet.workersAlive();
+      return reply.code(workers > 0 ? 200 : 503).send({ status: workers > 0 ? 'ready' : 'no workers', redis: 'ok', workers });
+    } catch (error) {
+      return reply.code(503).send({ status: 'redis unreachable', redis: (error as Error).message, workers: 0 });
+    }
+  });
+}

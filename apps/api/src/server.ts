@@ -1,0 +1,75 @@
+import { randomUUID, timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from '@facefleet/engine';
+import type { ApiConfig } from './config.js';
+import { ApiError, sendError } from './errors.js';
+import type { FleetClient } from './fleet.js';
+import { dashboardRoutes } from './routes/dashboard.js';
+import { faceembedRoutes } from './routes/faceembed.js';
+import { healthRoutes } from './routes/health.js';
+import { jobRoutes } from './routes/jobs.js';
+import { metricsRoutes } from './routes/metrics.js';
+
+const OPEN_PATHS = new Set(['/healthz', '/readyz']);
+
+export interface ApiServerOptions {
+  readonly config: ApiConfig;
+  readonly fleet: FleetClient;
+  readonly logger: Logger;
+  /** Called when POST /exitserver asks the process to stop. */
+  readonly onExit?: () => void;
+}
+
+/** The HTTP API: /faceembed, /exitserver, /v1/jobs, /admin/queues, /healthz, /readyz, /metrics. */
+export async function buildServer(options: ApiServerOptions): Promise<FastifyInstance> {
+  const { config, fleet } = options;
+  const app = Fastify({
+    loggerInstance: options.logger as FastifyBaseLogger,
+    bodyLimit: config.maxBodyBytes,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    disableRequestLogging: false,
+  });
+
+  // The seed's callers post JSON with whatever content type curl picks (-d sends form encoding).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, JSON.parse(body as string));
+    } catch {
+      done(new ApiError('REQUEST_MALFORMED', 'the body is not valid JSON'), undefined);
+    }
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
+    if (!config.token || OPEN_PATHS.has(request.url.split('?')[0] ?? '')) return;
+    if (!bearerMatches(request.headers.authorization, config.token)) {
+      return sendError(reply, 'UNAUTHORIZED', 'send Authorization: Bearer <FACEFLEET_TOKEN>');
+    }
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    if (error instanceof ApiError) return sendError(reply, error.code, error.message);
+    const fastifyError = error as { code?: string; statusCode?: number; message: string };
+    if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sendError(reply, 'REQUEST_TOO_LARGE', `bodies are limited to ${config.maxBodyBytes} bytes`);
+    if (fastifyError.statusCode !== undefined && fastifyError.statusCode < 500) return sendError(reply, 'REQUEST_MALFORMED', fastifyError.message);
+
+    request.log.error({ err: error }, 'request failed');
+    return sendError(reply, 'INTERNAL', 'the server could not handle this request');
+  });
+  app.setNotFoundHandler((request, reply) => sendError(reply, 'NOT_FOUND', `no endpoint ${request.method} ${request.url}`));
+
+  healthRoutes(app, fleet);
+  faceembedRoutes(app, config, fleet, options.onExit ?? (() => undefined));
+  jobRoutes(app, config, fleet);
+  metricsRoutes(app, fleet);
+  await dashboardRoutes(app, fleet);
+  return app;
+}
+
+function bearerMatches(header: string | undefined, token: string): boolean {
+  const sent = Buffer.from(/^Bearer (.+)$/i.exec(header ?? '')?.[1] ?? '');
+  const want = Buffer.from(token);
+  return sent.length === want.length && timingSafeEqual(sent, want);
+}
