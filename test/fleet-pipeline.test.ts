@@ -89,7 +89,7 @@ describe('enqueue → 2 worker processes → sink', () => {
     for (const w of workers) expect(w.log()).toMatch(/"msg":"worker started"/);
 
     const status = await run(['status'], env);
-    expect(status.log).toMatch(/faces: waiting 0, prioritized 0, active 0, delayed 0, completed 57, failed 3; 2 workers; 60 finished in the last minute/);
+    expect(status.log).toMatch(/faces: waiting 0, prioritized 0, active 0, delayed 0, completed 57, failed 3; 2 workers \(2 inference processes\); 60 finished in the last minute/);
   });
 });
 

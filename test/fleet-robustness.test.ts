@@ -98,12 +98,19 @@ describe('a job whose inference takes longer than the lock duration', () => {
 describe('bad jobs', () => {
   it('refuses a job that fails validation at enqueue time, with the reason, and sends nothing to Redis', async () => {
     const env = fleetEnv();
-    const producer = new FaceProducer({ prefix: env.FACEFLEET_PREFIX!, redisUrl: REDIS_URL });
+    const producer = await FaceProducer.connect({ prefix: env.FACEFLEET_PREFIX!, redisUrl: REDIS_URL });
     try {
-      const result = await producer.enqueue([{ id: 'a' }, { id: 'b', file: '/x.jpg', url: 'http://h/x.jpg' }, { file: '/y.jpg' }, { id: 'ok', file: '/z.jpg' }]);
+      const result = await producer.enqueue([
+        { id: 'a' },
+        { id: 'b', file: '/x.jpg', url: 'http://h/x.jpg' },
+        { file: '/y.jpg' },
+        { id: 'ok', file: '/z.jpg' },
+        { id: 'ftp', url: 'ftp://host/x.jpg' },
+      ]);
 
       expect(result.added).toBe(1);
-      expect(result.refused.map((r) => r.index)).toEqual([0, 1, 2]);
+      expect(result.refused.map((r) => r.index)).toEqual([0, 1, 2, 4]);
+      expect(result.refused[3]?.reason).toMatch(/^url: must be an http or https URL/);
       expect(result.refused[0]?.reason).toMatch(/exactly one of "url", "file" or "data"/);
       expect(result.refused[2]?.reason).toMatch(/^id: /);
     } finally {
@@ -157,12 +164,14 @@ describe('a transient fault (a URL that times out once)', () => {
     try {
       launch(['sink', '--out', out], env);
       launch(['worker', '--concurrency', '1', '--url-timeout-ms', '500'], env);
-      const list = `# an ingest list\n${url}\n\n${data('derived/empty.jpg')}\n`;
+      const folder = linkFolder('listed', ['ageitgey_face_recognition/tests/test_images/biden.jpg', 'justadudewhohacks_face-api.js/test/images/white.png']);
+      const list = `# an ingest list\n${url}\n\n${data('derived/empty.jpg')}\n${folder}\n`;
       const enqueued = await run(['enqueue', '--list', '-'], env, list);
-      const statuses = await waitForStatuses(out, 2);
+      const statuses = await waitForStatuses(out, 4);
       const [job] = await queue.getJobs(['completed']);
 
-      expect(enqueued.log).toContain('2 jobs added');
+      expect(enqueued.log).toContain('4 jobs added');
+      expect(statuses.filter((s) => s.id.toString().startsWith('listed-')).map((s) => s.status).sort()).toEqual(['no_faces', 'ok']);
       expect(statuses.find((s) => s.id === 'flaky-000001')).toMatchObject({ status: 'ok', faces: 1, source: url, group: 'flaky' });
       expect(statuses.find((s) => s.id === 'empty')).toMatchObject({ status: 'failed', error: { code: 'IMAGE_EMPTY' } });
       expect(requests).toBe(2);
@@ -214,6 +223,31 @@ describe('when Redis goes away in the middle of the run and comes back', () => {
     expect(worker.child.exitCode).toBeNull();
     expect(sink.child.exitCode).toBeNull();
     await Promise.all([worker.stop(), sink.stop()]);
+  });
+});
+
+describe('a second sink on the same fleet', () => {
+  it('is refused, even for another folder, so that no folder gets only part of the results', async () => {
+    const env = fleetEnv();
+    const first = launch(['sink', '--out', join(work, 'sink-one')], env);
+    await waitForLog(first, /sink started/);
+
+    const second = await run(['sink', '--out', join(work, 'sink-two')], env);
+
+    expect(second.code).toBe(1);
+    expect(second.log).toMatch(/another sink \(sink:[^)]+\) already takes the results of fleet "fftest-[0-9a-f]+"/);
+    expect(first.child.exitCode).toBeNull();
+  });
+});
+
+describe('when nothing answers at REDIS_URL', () => {
+  it.each([['enqueue', 'derived'], ['status']])('facefleet %s says so and exits 1 at once', async (command, folder) => {
+    const started = Date.now();
+    const result = await run([command!, ...(folder ? [data(folder)] : [])], { REDIS_URL: 'redis://127.0.0.1:1' });
+
+    expect(result.code).toBe(1);
+    expect(result.log).toMatch(/^facefleet: cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(.*ECONNREFUSED.*\); start Redis or set REDIS_URL\n$/);
+    expect(Date.now() - started).toBeLessThan(15_000);
   });
 });
 

@@ -4,21 +4,24 @@ import { QUEUES } from '@facefleet/protocol';
 
 /** The fleet as the API sees it: a producer, the results queue, and the jobs queue's events. */
 export class FleetClient {
-  readonly config: FleetConfig;
-  readonly producer: FaceProducer;
-  readonly results: ResultsQueue;
-  readonly events: QueueEvents;
   private workers = { count: 0, at: 0 };
 
-  constructor(config: FleetConfig = fleetConfig()) {
-    this.config = config;
-    this.producer = new FaceProducer(config);
-    this.results = resultsQueue(config, 'producer');
-    this.events = new QueueEvents(QUEUES.jobs, { connection: connectionOptions(config, 'worker'), prefix: config.prefix });
-  }
+  private constructor(
+    readonly config: FleetConfig,
+    readonly producer: FaceProducer,
+    readonly results: ResultsQueue,
+    readonly events: QueueEvents,
+  ) {}
 
-  async ready(): Promise<void> {
-    await Promise.all([this.producer.jobs.waitUntilReady(), this.results.waitUntilReady(), this.events.waitUntilReady()]);
+  /** Connects, or throws RedisUnavailableError: the API does not start without Redis. */
+  static async connect(config: FleetConfig = fleetConfig()): Promise<FleetClient> {
+    const producer = await FaceProducer.connect(config, 'service');
+    const results = resultsQueue(config, 'service');
+    const events = new QueueEvents(QUEUES.jobs, { connection: connectionOptions(config, 'worker'), prefix: config.prefix });
+    results.on('error', () => undefined);
+    events.on('error', () => undefined);
+    await Promise.all([results.waitUntilReady(), events.waitUntilReady()]);
+    return new FleetClient(config, producer, results, events);
   }
 
   /** Workers connected to the jobs queue, asked at most once a second. */

@@ -14,8 +14,7 @@ const logger = createLogger('facefleet-api', (values['log-level'] as 'info' | un
 
 try {
   const config = apiConfig({ ...(values.port ? { port: Number(values.port) } : {}), ...(values.host ? { host: values.host } : {}) });
-  const fleet = new FleetClient(fleetConfig());
-  await fleet.ready();
+  const fleet = await FleetClient.connect(fleetConfig());
 
   let stopping = false;
   const stop = async (reason: string) => {

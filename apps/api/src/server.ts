@@ -1,6 +1,7 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from '@facefleet/engine';
+import { isRedisDown } from '@facefleet/fleet';
 import type { ApiConfig } from './config.js';
 import { ApiError, sendError } from './errors.js';
 import type { FleetClient } from './fleet.js';
@@ -54,6 +55,7 @@ export async function buildServer(options: ApiServerOptions): Promise<FastifyIns
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
     if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sendError(reply, 'REQUEST_TOO_LARGE', `bodies are limited to ${config.maxBodyBytes} bytes`);
     if (fastifyError.statusCode !== undefined && fastifyError.statusCode < 500) return sendError(reply, 'REQUEST_MALFORMED', fastifyError.message);
+    if (isRedisDown(error)) return sendError(reply, 'REDIS_UNAVAILABLE', 'the queue (Redis) does not answer right now');
 
     request.log.error({ err: error }, 'request failed');
     return sendError(reply, 'INTERNAL', 'the server could not handle this request');

@@ -13,7 +13,8 @@ const logger = createLogger('facefleet-engine', (process.env.FACEFLEET_LOG_LEVEL
 sharp.concurrency(1);
 
 function send(message: FromChild): void {
-  process.send?.(message);
+  // The parent may be gone (killed): then nobody waits for this message and 'disconnect' ends us.
+  if (process.connected) process.send?.(message, undefined, {}, () => undefined);
 }
 
 async function main(): Promise<void> {

@@ -70,6 +70,8 @@ async function fetchLimited(url: string, limits: SourceLimits): Promise<Buffer> 
     }
     const cause = (error as { cause?: { code?: string; message?: string } }).cause;
     const reason = cause?.code ?? cause?.message ?? (error as Error).message;
+    // A name that does not exist stays so; a refused or reset connection, or EAI_AGAIN, may pass.
+    if (cause?.code === 'ENOTFOUND') throw new FaceFleetError('URL_HOST_UNKNOWN', `cannot fetch ${parsed.href}: ${parsed.hostname} does not resolve`);
     throw new FaceFleetError('URL_FETCH_FAILED', `cannot fetch ${parsed.href}: ${reason}`);
   }
 }

@@ -58,14 +58,21 @@ export function redactUrl(url: string): string {
 }
 
 /**
- * BullMQ connection options. Workers and the sink wait for Redis through outages
- * (`maxRetriesPerRequest: null`); producers fail fast so that a caller hears about it.
+ * How a process holds its Redis connection:
+ * - `worker` (workers, sink, event listeners): waits through outages, commands queue meanwhile;
+ * - `service` (the API): reconnects forever, but a command fails at once while Redis is away, so
+ *   that a request can be answered 503 instead of hanging;
+ * - `cli` (enqueue, status): one connection attempt with a short timeout, then a clear error.
  */
-export function connectionOptions(config: FleetConfig, role: 'worker' | 'producer') {
+export type RedisRole = 'worker' | 'service' | 'cli';
+
+export function connectionOptions(config: FleetConfig, role: RedisRole) {
+  const backoff = (times: number) => Math.min(200 * 2 ** Math.min(times, 6), 5_000);
   return {
     url: config.redisUrl,
-    maxRetriesPerRequest: role === 'worker' ? null : 3,
+    maxRetriesPerRequest: role === 'worker' ? null : 1,
     enableOfflineQueue: role === 'worker',
-    retryStrategy: (times: number) => Math.min(200 * 2 ** Math.min(times, 6), 5_000),
+    connectTimeout: role === 'cli' ? 3_000 : 10_000,
+    retryStrategy: role === 'cli' ? (times: number) => (times > 2 ? null : 200) : backoff,
   };
 }

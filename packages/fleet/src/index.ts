@@ -4,6 +4,7 @@ export * from './messages.js';
 export * from './output-folder.js';
 export * from './producer.js';
 export * from './queues.js';
+export * from './redis.js';
 export * from './sink.js';
 export * from './status.js';
 export * from './worker.js';

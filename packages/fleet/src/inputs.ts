@@ -61,10 +61,28 @@ export async function* listLines(file: string): AsyncGenerator<string> {
   }
 }
 
-/** A job for one path or URL of a list or a walk. Paths become absolute: the key derives from them. */
+const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
+
+/** The entries of a list: URLs as they are, folders walked, other lines as paths. */
+export async function* listSources(file: string): AsyncGenerator<string> {
+  for await (const line of listLines(file)) {
+    if (SCHEME.test(line)) {
+      yield line;
+      continue;
+    }
+    const info = await stat(line).catch(() => undefined);
+    if (info?.isDirectory()) yield* walk(resolve(line));
+    else yield line;
+  }
+}
+
+/**
+ * A job for one path or URL of a list or a walk. Paths become absolute: the key derives from
+ * them. Anything with a scheme is a URL, so that `ftp://…` is refused as one, not sought as a file.
+ */
 export function jobFor(entry: string, group?: RegExp): Job {
-  const isUrl = /^https?:\/\//i.test(entry);
-  const id = isUrl ? idFromPath(new URL(entry).pathname) || entry : idFromPath(entry);
+  const isUrl = SCHEME.test(entry);
+  const id = isUrl ? (URL.canParse(entry) && idFromPath(new URL(entry).pathname)) || entry : idFromPath(entry);
   const source = isUrl ? { url: entry } : { file: resolve(entry) };
   return { id, ...source, ...(group ? { group: groupOf(id, group) } : {}) };
 }

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { Queue, type Job as BullJob } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { jobKey, JobSchema, QUEUES, sourceOf, type Job } from '@facefleet/protocol';
-import { connectionOptions, fleetConfig, type FleetConfig, type FleetConfigInput } from './config.js';
+import { fleetConfig, type FleetConfig, type FleetConfigInput, type RedisRole } from './config.js';
 import type { JobReturn } from './messages.js';
 import { jobHashKey, type JobsQueue } from './queues.js';
+import { connectRedis } from './redis.js';
 
 export interface EnqueueOptions {
   /**
@@ -31,16 +32,24 @@ export interface EnqueueResult {
  * comes from its source, so the same image enqueued twice is one job.
  */
 export class FaceProducer {
-  readonly config: FleetConfig;
-  private readonly redis: Redis;
   private readonly queue: JobsQueue;
 
-  constructor(config: FleetConfigInput | FleetConfig = {}) {
-    this.config = fleetConfig(config);
-    const { url, ...options } = connectionOptions(this.config, 'producer');
+  private constructor(
+    readonly config: FleetConfig,
+    private readonly redis: Redis,
+  ) {
     // One connection, shared with BullMQ, that also answers the "already queued?" question.
-    this.redis = new Redis(url, options);
-    this.queue = new Queue(QUEUES.jobs, { connection: this.redis, prefix: this.config.prefix });
+    this.queue = new Queue(QUEUES.jobs, { connection: redis, prefix: config.prefix });
+    this.queue.on('error', () => undefined);
+  }
+
+  /**
+   * Connects, or throws RedisUnavailableError at once. A command-line producer (`cli`, the
+   * default) gives up when Redis goes away; a long-lived one (`service`) reconnects.
+   */
+  static async connect(config: FleetConfigInput | FleetConfig = {}, role: Exclude<RedisRole, 'worker'> = 'cli'): Promise<FaceProducer> {
+    const parsed = fleetConfig(config);
+    return new FaceProducer(parsed, await connectRedis(parsed, role));
   }
 
   /** Adds one batch (hundreds of jobs per round trip is the sweet spot) and says what happened. */
@@ -81,8 +90,6 @@ export class FaceProducer {
   private async notYetQueued(jobs: Array<{ key: string; job: Job }>): Promise<Array<{ key: string; job: Job }>> {
     if (jobs.length === 0) return [];
 
-    // The connection queues nothing while down (producers fail fast), so wait until it is up.
-    await this.queue.waitUntilReady();
     const pipeline = this.redis.pipeline();
     const unique = new Map(jobs.map((j) => [j.key, j]));
     for (const key of unique.keys()) pipeline.exists(jobHashKey(this.config, QUEUES.jobs, key));

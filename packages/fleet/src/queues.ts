@@ -1,17 +1,13 @@
 import { Queue } from 'bullmq';
-import { QUEUES } from '@facefleet/protocol';
-import { connectionOptions, type FleetConfig } from './config.js';
-import type { PublishedResult, JobReturn } from './messages.js';
-import type { Job } from '@facefleet/protocol';
+import { QUEUES, type Job } from '@facefleet/protocol';
+import { connectionOptions, type FleetConfig, type RedisRole } from './config.js';
+import type { JobReturn, PublishedResult } from './messages.js';
 
 export type JobsQueue = Queue<Job, JobReturn>;
 export type ResultsQueue = Queue<PublishedResult, void>;
 
-export function jobsQueue(config: FleetConfig, role: 'worker' | 'producer'): JobsQueue {
-  return new Queue(QUEUES.jobs, { connection: connectionOptions(config, role), prefix: config.prefix });
-}
-
-export function resultsQueue(config: FleetConfig, role: 'worker' | 'producer'): ResultsQueue {
+/** The results queue, on its own connection held the way `role` says (see connectionOptions). */
+export function resultsQueue(config: FleetConfig, role: RedisRole): ResultsQueue {
   return new Queue(QUEUES.results, { connection: connectionOptions(config, role), prefix: config.prefix });
 }
 

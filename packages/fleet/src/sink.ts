@@ -1,9 +1,11 @@
-import { Worker } from 'bullmq';
+import { hostname } from 'node:os';
+import { Queue, Worker } from 'bullmq';
 import type { Logger } from '@facefleet/engine';
 import { QUEUES } from '@facefleet/protocol';
-import { connectionOptions, fleetConfig, redactUrl, type FleetConfigInput } from './config.js';
+import { connectionOptions, fleetConfig, redactUrl, type FleetConfig, type FleetConfigInput } from './config.js';
 import { PublishedResultSchema, type PublishedResult } from './messages.js';
 import { OutputFolder } from './output-folder.js';
+import { connectRedis } from './redis.js';
 
 export interface FaceSinkOptions {
   readonly fleet?: FleetConfigInput;
@@ -27,8 +29,9 @@ export class FaceSink {
     readonly folder: OutputFolder,
   ) {}
 
-  static start(options: FaceSinkOptions): FaceSink {
+  static async start(options: FaceSinkOptions): Promise<FaceSink> {
     const config = fleetConfig(options.fleet);
+    await refuseSecondSink(config);
     const folder = OutputFolder.open(options.out, options.groupPattern ? { groupPattern: options.groupPattern } : {});
     let sink: FaceSink | undefined;
 
@@ -43,6 +46,7 @@ export class FaceSink {
       {
         connection: connectionOptions(config, 'worker'),
         prefix: config.prefix,
+        name: `sink:${hostname()}:${process.pid}`,
         concurrency: 1,
         lockDuration: config.lockDurationMs,
         stalledInterval: config.stalledIntervalMs,
@@ -59,5 +63,24 @@ export class FaceSink {
   async close(): Promise<void> {
     await this.worker.close();
     this.folder.close();
+  }
+}
+
+/**
+ * One sink per fleet: a second one, even writing another folder, would take half the results
+ * and leave both folders incomplete. A sink killed with SIGKILL drops its Redis connection with
+ * its process, so a restart is not refused.
+ */
+async function refuseSecondSink(config: FleetConfig): Promise<void> {
+  const redis = await connectRedis(config, 'cli');
+  const results = new Queue(QUEUES.results, { connection: redis, prefix: config.prefix });
+  try {
+    const others = (await results.getWorkers()).map((w) => String(w.rawname ?? '').split(':w:')[1] ?? '?');
+    if (others.length > 0) {
+      throw new Error(`another sink (${others.join(', ')}) already takes the results of fleet "${config.prefix}"; one sink per fleet: stop it, or use another FACEFLEET_PREFIX`);
+    }
+  } finally {
+    await results.close();
+    redis.disconnect();
   }
 }

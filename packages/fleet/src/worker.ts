@@ -45,7 +45,8 @@ export class FaceWorker {
     const worker = new Worker<Job, JobReturn>(QUEUES.jobs, (job) => processJob(job, pool, results), {
       connection: connectionOptions(config, 'worker'),
       prefix: config.prefix,
-      name: `${hostname()}:${process.pid}`,
+      // The process count rides in the name, so that `facefleet status` can add them up.
+      name: `${hostname()}:${process.pid}:n=${pool.size}`,
       // Two jobs in hand per process: the next image is ready when a process frees up.
       concurrency: pool.size * 2,
       lockDuration: config.lockDurationMs,

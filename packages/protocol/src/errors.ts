@@ -64,6 +64,11 @@ export const ERRORS = {
     retryable: true,
     httpStatus: 502,
   },
+  URL_HOST_UNKNOWN: {
+    description: "The URL's host name does not resolve (DNS answers that it does not exist).",
+    retryable: false,
+    httpStatus: 422,
+  },
   URL_TIMEOUT: {
     description: 'The URL did not answer in full within the configured timeout.',
     retryable: true,
@@ -122,6 +127,11 @@ export const ERRORS = {
   },
   NO_WORKERS: {
     description: 'No worker is connected to the queue, so the job could not run; try again later.',
+    retryable: true,
+    httpStatus: 503,
+  },
+  REDIS_UNAVAILABLE: {
+    description: 'Redis, which holds the queues, does not answer right now; try again later.',
     retryable: true,
     httpStatus: 503,
   },

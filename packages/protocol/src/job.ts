@@ -23,7 +23,12 @@ export const JobSchema = z
   .object({
     id: ImageIdSchema,
     file: z.string().min(1).optional(),
-    url: z.string().min(1).optional(),
+    url: z
+      .string()
+      .min(1)
+      .max(8192)
+      .refine((url) => /^https?:\/\//i.test(url) && URL.canParse(url), { message: 'must be an http or https URL' })
+      .optional(),
     data: z.string().min(1).optional(),
     group: z.string().min(1).max(200).optional(),
     options: JobOptionsSchema.optional(),

@@ -10,7 +10,7 @@ export function healthRoutes(app: FastifyInstance, fleet: FleetClient): void {
       const workers = await fleet.workersAlive();
       return reply.code(workers > 0 ? 200 : 503).send({ status: workers > 0 ? 'ready' : 'no workers', redis: 'ok', workers });
     } catch (error) {
-      return reply.code(503).send({ status: 'redis unreachable', redis: (error as Error).message, workers: 0 });
+      return reply.code(503).send({ status: 'redis unreachable', redis: (error as Error).message.split('\n', 1)[0], workers: 0 });
     }
   });
 }

@@ -7,8 +7,10 @@ import {
   FaceWorker,
   fleetStatus,
   imageFiles,
+  isRedisDown,
   jobFor,
-  listLines,
+  RedisUnavailableError,
+  listSources,
   redactUrl,
 } from '@facefleet/fleet';
 import { exited, spawnApi } from '../api-process.js';
@@ -73,13 +75,13 @@ export async function enqueue(paths: string[], raw: Record<string, unknown>): Pr
 
   const entries = async function* () {
     if (paths.length > 0) yield* imageFiles(paths);
-    if (options.list) yield* listLines(options.list);
+    if (options.list) yield* listSources(options.list);
   };
   // A second, cheaper walk counts the files meanwhile, so that the progress bar can show an ETA.
   const progress = new Progress(undefined, 'jobs');
   if (!options.list && process.stderr.isTTY) void countAll(imageFiles(paths)).then((n) => progress.setTotal(n), () => undefined);
 
-  const producer = new FaceProducer();
+  const producer = await FaceProducer.connect();
   const started = performance.now();
   const totals = { added: 0, existing: 0, refused: 0 };
   let batch: unknown[] = [];
@@ -102,8 +104,8 @@ export async function enqueue(paths: string[], raw: Record<string, unknown>): Pr
   } catch (error) {
     progress.stop();
     await producer.close();
-    if (error instanceof Error && /ECONNREFUSED|enableOfflineQueue|Connection is closed|max retries/i.test(error.message)) {
-      throw new Error(`cannot reach Redis at ${redactUrl(producer.config.redisUrl)} (${error.message}). Start Redis or set REDIS_URL.`);
+    if (isRedisDown(error)) {
+      throw new RedisUnavailableError(`lost Redis at ${redactUrl(producer.config.redisUrl)} while enqueueing (${(error as Error).message}); run the same command again to resume`);
     }
     throw error;
   }
@@ -168,7 +170,7 @@ const SinkSchema = z
 export async function sink(raw: Record<string, unknown>): Promise<number> {
   const options = parse(SinkSchema, raw);
   const logger = createLogger('facefleet-sink', options.logLevel);
-  const running = FaceSink.start({ out: options.out, logger, ...(options.group ? { groupPattern: options.group } : {}) });
+  const running = await FaceSink.start({ out: options.out, logger, ...(options.group ? { groupPattern: options.group } : {}) });
   return untilSignal(logger, () => running.close());
 }
 
@@ -190,7 +192,7 @@ export async function up(raw: Record<string, unknown>): Promise<number> {
   const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
   const redis = await ensureRedis(redisUrl, logger);
 
-  const sinkRunning = FaceSink.start({ out, logger, ...(group ? { groupPattern: group } : {}) });
+  const sinkRunning = await FaceSink.start({ out, logger, ...(group ? { groupPattern: group } : {}) });
   const workerRunning = await startWorker({ ...rest, concurrency: workers }, logger);
   const apiProcess = api ? spawnApi({ port, host, logLevel: rest.logLevel }) : undefined;
   logger.info({ out, workers, redis: redactUrl(redisUrl), api: api ? `http://${host}:${port}` : 'off' }, 'fleet up: enqueue with "npx facefleet enqueue <paths>"');
@@ -234,7 +236,8 @@ export async function status(raw: { json?: boolean }): Promise<number> {
   }
   for (const q of queues) {
     const counts = Object.entries(q.counts).map(([state, n]) => `${state} ${n}`).join(', ');
-    process.stdout.write(`${q.name}: ${counts}; ${plural(q.workers, 'worker')}; ${q.finishedLastMinute} finished in the last minute\n`);
+    const processes = q.name === 'faces' ? ` (${plural(q.inferenceProcesses, 'inference process', 'inference processes')})` : '';
+    process.stdout.write(`${q.name}: ${counts}; ${plural(q.workers, 'worker')}${processes}; ${q.finishedLastMinute} finished in the last minute\n`);
   }
   return 0;
 }
