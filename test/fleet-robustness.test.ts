@@ -8,7 +8,7 @@ import { Queue, QueueEvents } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FaceProducer } from '@facefleet/fleet';
 import { data } from './helpers.js';
-import { freshPrefix, obliterate, readStatuses, REDIS_URL, run, start, waitForLog, waitForStatuses, type Running } from './fleet-helpers.js';
+import { freshPrefix, obliterate, readStatuses, REDIS_URL, run, start, until, waitForLog, waitForStatuses, type Running } from './fleet-helpers.js';
 
 let work: string;
 const prefixes: string[] = [];
@@ -90,6 +90,32 @@ describe('a job whose inference takes longer than the lock duration', () => {
       expect(worker.log()).not.toMatch(/job stalled/);
     } finally {
       await events.close();
+      await queue.close();
+    }
+  });
+});
+
+describe('a job whose workers keep dying', () => {
+  it('fails as WORKER_CRASHED past the stall limit, and its image still gets exactly one status', async () => {
+    const env = { ...fleetEnv(), FACEFLEET_MAX_STALLED: '0' };
+    const out = join(work, 'out-stalled-out');
+    const queue = new Queue('faces', { connection: { url: REDIS_URL }, prefix: env.FACEFLEET_PREFIX! });
+    try {
+      launch(['sink', '--out', out], env);
+      const doomed = launch(['worker', '--concurrency', '1', '--lock-ms', '1000'], env);
+      await waitForLog(doomed, /worker started/);
+      await run(['enqueue', linkFolder('stallout', ['lovell_sharp/test/fixtures/G31D.TIF'])], env);
+      await until(async () => (await queue.getActiveCount()) === 1, 'the job to be active', 30_000, 20);
+      await doomed.stop('SIGKILL');
+
+      launch(['worker', '--concurrency', '1', '--lock-ms', '1000'], env);
+      const [status] = await waitForStatuses(out, 1);
+
+      expect(status).toMatchObject({ id: 'stallout-0001', status: 'failed', error: { code: 'WORKER_CRASHED' } });
+      expect(status?.source).toMatch(/stallout-0001\.TIF$/);
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      expect(readStatuses(out)).toHaveLength(1);
+    } finally {
       await queue.close();
     }
   });
@@ -259,9 +285,11 @@ describe('facefleet up where Redis does not run but is installed', () => {
     const images = linkFolder('up', ['ageitgey_face_recognition/tests/test_images/obama.jpg', 'ageitgey_face_recognition/examples/two_people.jpg', 'derived/empty.jpg']);
     expect(redisPing(port)).toBe(false);
 
-    const fleet = launch(['up', '--workers', '1', '--out', out], env);
+    const fleet = launch(['up', '--workers', '1', '--out', out, '--port', '0'], env);
     await waitForLog(fleet, /started a private redis-server/);
-    await waitForLog(fleet, /fleet up/);
+    await waitForLog(fleet, /api listening/);
+    const api = /"address":"(http:\/\/[^"]+)"/.exec(fleet.log())?.[1];
+    expect((await fetch(`${api}/readyz`)).status).toBe(200);
     await run(['enqueue', images], env);
     const statuses = await waitForStatuses(out, 3);
 

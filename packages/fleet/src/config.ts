@@ -14,6 +14,8 @@ export const FleetConfigSchema = z
     lockDurationMs: z.number().int().min(100).default(30_000),
     /** How often workers look for jobs whose claim ran out (their worker died). */
     stalledIntervalMs: z.number().int().min(100).default(30_000),
+    /** Times a job may lose its worker before it fails as WORKER_CRASHED. */
+    maxStalledCount: z.number().int().min(0).max(100).default(3),
     /** Keep completed jobs so that enqueueing the same image again adds nothing (costs Redis memory). */
     keepCompleted: z.boolean().default(true),
   })
@@ -28,23 +30,24 @@ const FROM_ENV = {
   FACEFLEET_PREFIX: 'prefix',
   FACEFLEET_ATTEMPTS: 'attempts',
   FACEFLEET_BACKOFF_MS: 'backoffMs',
+  FACEFLEET_MAX_STALLED: 'maxStalledCount',
 } as const;
 
 /**
- * Fleet settings: explicit ones over `REDIS_URL`, `FACEFLEET_PREFIX`, `FACEFLEET_ATTEMPTS` and
- * `FACEFLEET_BACKOFF_MS`, over defaults. Every bad value is reported in one error.
+ * Fleet settings: explicit ones over the environment (FROM_ENV), over defaults. Every bad value
+ * is reported in one error.
  */
 export function fleetConfig(input: FleetConfigInput = {}, env: NodeJS.ProcessEnv = process.env): FleetConfig {
   const fromEnv: Record<string, string | number> = {};
   for (const [name, key] of Object.entries(FROM_ENV)) {
     const value = env[name];
     if (value === undefined || value === '') continue;
-    fromEnv[key] = key === 'attempts' || key === 'backoffMs' ? Number(value) : value;
+    fromEnv[key] = key === 'redisUrl' || key === 'prefix' ? value : Number(value);
   }
   const parsed = FleetConfigSchema.safeParse({ ...fromEnv, ...input });
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${String(i.path[0] ?? '')}: ${i.message}`).join('; ');
-    throw new Error(`invalid fleet configuration (${problems}); see REDIS_URL, FACEFLEET_PREFIX, FACEFLEET_ATTEMPTS, FACEFLEET_BACKOFF_MS`);
+    throw new Error(`invalid fleet configuration (${problems}); see ${Object.keys(FROM_ENV).join(', ')}`);
   }
   return parsed.data;
 }

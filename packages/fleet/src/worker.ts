@@ -51,7 +51,7 @@ export class FaceWorker {
       concurrency: pool.size * 2,
       lockDuration: config.lockDurationMs,
       stalledInterval: config.stalledIntervalMs,
-      maxStalledCount: 3,
+      maxStalledCount: config.maxStalledCount,
       metrics: { maxDataPoints: MetricsTime.ONE_WEEK },
     });
     const fleetWorker = new FaceWorker(worker, pool, results, logger);
@@ -101,6 +101,14 @@ export class FaceWorker {
     this.worker.on('stalled', (jobId) => this.logger.warn({ jobId }, 'job stalled; it will run again'));
     this.worker.on('failed', (job, error) => {
       this.logger.warn({ jobId: job?.id, id: job?.data.id, attempt: job?.attemptsMade, reason: error.message }, 'job failed');
+      // BullMQ fails a job that lost its worker too often without running it: its image still
+      // gets a status, so that the output folder accounts for every image.
+      if (job?.id && /stalled more than allowable limit/.test(error.message)) {
+        const status = crashedStatus(job.id, job.data, error.message);
+        publish(this.results, job.id, job.data.group, { status, records: [] }).catch((e: unknown) => {
+          this.logger.error({ jobId: job.id, err: e }, 'cannot publish the status of a job that stalled out');
+        });
+      }
     });
     this.logger.info({ redis: redactUrl(config.redisUrl), prefix: config.prefix, processes: this.pool.size }, 'worker started');
   }
@@ -134,6 +142,13 @@ async function processJob(job: BullJob<Job, JobReturn>, pool: EnginePool, result
   // The reason starts with the code: callers waiting on the job (the HTTP API) read it back.
   if (error) throw coded(`${error.code}: ${error.message}`);
   return { status: result.status, ms, ...(options.returnRecords ? { records: result.records } : {}) };
+}
+
+function crashedStatus(key: string, data: Partial<Job>, reason: string): ImageResult['status'] {
+  const id = typeof data.id === 'string' || typeof data.id === 'number' ? data.id : key;
+  const message = `the job lost its worker more than the allowed number of times (${reason})`;
+  const source = data.file ?? data.url;
+  return { id, key, ...(source ? { source } : {}), status: 'failed', faces: 0, error: { code: 'WORKER_CRASHED', message } };
 }
 
 /** A final failure of the input, not of facefleet: its stack would only bury the reason in the dashboard. */
