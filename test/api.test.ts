@@ -23,7 +23,7 @@ let imageBase: string;
 function fleetEnv(extra: Record<string, string> = {}): Record<string, string> {
   const prefix = freshPrefix();
   prefixes.push(prefix);
-  return { FACEFLEET_PREFIX: prefix, FACEFLEET_FILE_ROOTS: `${TESTDATA}:${work}`, ...extra };
+  return { FACEFLEET_PREFIX: prefix, FACEFLEET_FILE_ROOTS: `${TESTDATA}:${work}`, FACEFLEET_URL_ALLOW: '127.0.0.1', ...extra };
 }
 
 /** Starts `facefleet serve` on a free port and answers its base URL. */
@@ -127,6 +127,9 @@ describe('the HTTP API with a running fleet', () => {
     ['not an image', JSON.stringify({ id: 'x', file: data('derived/not_an_image.jpg') }), 415, 'IMAGE_UNSUPPORTED'],
     ['a file outside the roots', JSON.stringify({ id: 'x', file: '/etc/passwd' }), 403, 'FILE_NOT_ALLOWED'],
     ['an unknown field', JSON.stringify({ id: 'x', file: OBAMA, extra: 1 }), 400, 'JOB_INVALID'],
+    ['an id over 1024 characters', JSON.stringify({ id: 'x'.repeat(1025), file: OBAMA }), 400, 'JOB_INVALID'],
+    ['JSON nested 10,000 deep', `${'['.repeat(10_000)}${']'.repeat(10_000)}`, 400, 'REQUEST_MALFORMED'],
+    ['a URL to a private address', JSON.stringify({ id: 'x', url: 'http://169.254.169.254/latest/meta-data/' }), 403, 'URL_FORBIDDEN'],
   ])('refuses %s with its HTTP status and code', async (_what, body, status, code) => {
     const answer = await curl(`${base}/faceembed`, body);
 

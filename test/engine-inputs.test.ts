@@ -17,7 +17,7 @@ async function run(job: Omit<Job, 'id'>): Promise<ImageResult> {
 }
 
 beforeAll(async () => {
-  engine = await FaceEngine.create({ backend: 'wasm' });
+  engine = await FaceEngine.create({ backend: 'wasm', urlAllow: ['127.0.0.1'] });
   original = await run({ file: data(OBAMA) });
   expect(original.records).toHaveLength(1);
 });

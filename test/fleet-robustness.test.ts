@@ -174,7 +174,7 @@ describe('bad jobs', () => {
 
 describe('a transient fault (a URL that times out once)', () => {
   it('is retried with backoff and succeeds; URLs and paths come from a --list on stdin', async () => {
-    const env = { ...fleetEnv(), FACEFLEET_BACKOFF_MS: '100' };
+    const env = { ...fleetEnv(), FACEFLEET_BACKOFF_MS: '100', FACEFLEET_URL_ALLOW: '127.0.0.1' };
     const out = join(work, 'out-transient');
     const bytes = readFileSync(data('ageitgey_face_recognition/tests/test_images/obama.jpg'));
     let requests = 0;

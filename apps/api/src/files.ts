@@ -1,4 +1,4 @@
-import { realpath } from 'node:fs/promises';
+import { readlink, realpath } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { ApiError } from './errors.js';
 
@@ -18,14 +18,20 @@ export async function allowedFile(path: string, roots: readonly string[]): Promi
   return real;
 }
 
-/** The real path of the longest existing prefix, with the part that does not exist yet appended. */
-async function resolveExisting(path: string): Promise<string> {
+/**
+ * Where a path leads once every link on it is followed, as far as things exist, with the part that
+ * does not exist appended. A dangling link is followed by name too: otherwise a link to a missing
+ * file outside a root would look inside, and the worker's FILE_NOT_FOUND would tell what exists.
+ */
+async function resolveExisting(path: string, hops = 0): Promise<string> {
   const found = await realpath(path).catch(() => undefined);
   if (found !== undefined) return found;
 
-  const parent = dirname(path);
-  if (parent === path) return path;
-  return join(await resolveExisting(parent), basename(path));
+  const parentPath = dirname(path);
+  const parent = parentPath === path ? path : await resolveExisting(parentPath, hops);
+  const candidate = join(parent, basename(path));
+  const link = hops < 40 ? await readlink(candidate).catch(() => undefined) : undefined;
+  return link === undefined ? candidate : resolveExisting(resolve(parent, link), hops + 1);
 }
 
 function within(path: string, root: string): boolean {

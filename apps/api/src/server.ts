@@ -13,6 +13,26 @@ import { metricsRoutes } from './routes/metrics.js';
 
 const OPEN_PATHS = new Set(['/healthz', '/readyz']);
 
+/** Jobs are flat objects; a deeply nested body is an attack on the parser, not a job. */
+const MAX_JSON_DEPTH = 8;
+
+/** The deepest nesting of arrays and objects in JSON text, strings skipped: one pass, no parse. */
+function nesting(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i += 1; // a backslash escapes the next character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 123 || c === 91) deepest = Math.max(deepest, ++depth);
+    else if (c === 125 || c === 93) depth -= 1;
+  }
+  return deepest;
+}
+
 export interface ApiServerOptions {
   readonly config: ApiConfig;
   readonly fleet: FleetClient;
@@ -35,8 +55,12 @@ export async function buildServer(options: ApiServerOptions): Promise<FastifyIns
   // The seed's callers post JSON with whatever content type curl picks (-d sends form encoding).
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+    const text = body as string;
+    if (nesting(text) > MAX_JSON_DEPTH) {
+      return done(new ApiError('REQUEST_MALFORMED', `the body nests deeper than ${MAX_JSON_DEPTH} levels`), undefined);
+    }
     try {
-      done(null, JSON.parse(body as string));
+      done(null, JSON.parse(text));
     } catch {
       done(new ApiError('REQUEST_MALFORMED', 'the body is not valid JSON'), undefined);
     }

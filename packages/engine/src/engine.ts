@@ -8,6 +8,7 @@ import { toProblem } from './errors.js';
 import type { Logger } from './log.js';
 import { readNetworks } from './models.js';
 import { readSource } from './source.js';
+import { UrlPolicy } from './url-policy.js';
 
 /** The three networks of the pipeline: detector, 68-point landmarks, 128-d descriptor. */
 const NETWORKS = ['ssdMobilenetv1', 'faceLandmark68Net', 'faceRecognitionNet'] as const;
@@ -30,10 +31,14 @@ export interface AnalyzeOptions {
  * `process` never throws for bad input: every image ends as a status.
  */
 export class FaceEngine {
+  private readonly urlPolicy: UrlPolicy;
+
   private constructor(
     readonly config: EngineConfig,
     private readonly runtime: Runtime,
-  ) {}
+  ) {
+    this.urlPolicy = new UrlPolicy(config.urlAllow, config.urlConnectTimeoutMs);
+  }
 
   static async create(input: EngineConfigInput = {}, logger?: Logger): Promise<FaceEngine> {
     const config = parseEngineConfig(input);
@@ -73,7 +78,7 @@ export class FaceEngine {
     };
 
     try {
-      const bytes = await readSource(source, this.config);
+      const bytes = await readSource(source, { ...this.config, urlPolicy: this.urlPolicy });
       const image = await decodeImage(bytes, this.config.maxPixels);
       const faces = await this.analyze(image, job.options ?? {});
       const status: ImageStatus = {

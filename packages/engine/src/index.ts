@@ -7,3 +7,4 @@ export * from './log.js';
 export * from './models.js';
 export * from './pool.js';
 export * from './source.js';
+export * from './url-policy.js';

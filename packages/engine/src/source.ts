@@ -1,9 +1,11 @@
 import { open } from 'node:fs/promises';
 import type { ImageSource } from '@facefleet/protocol';
 import type { EngineConfig } from './config.js';
+import { fetch as undiciFetch, type Response as UndiciResponse } from 'undici';
 import { FaceFleetError } from './errors.js';
+import { forbidden, isForbidden, type UrlPolicy } from './url-policy.js';
 
-type SourceLimits = Pick<EngineConfig, 'maxBytes' | 'urlTimeoutMs'>;
+type SourceLimits = Pick<EngineConfig, 'maxBytes' | 'urlTimeoutMs' | 'maxRedirects'> & { readonly urlPolicy: UrlPolicy };
 
 /** The bytes of an image, from a path, an http(s) URL or base64 data, within the byte limit. */
 export async function readSource(source: ImageSource, limits: SourceLimits): Promise<Buffer> {
@@ -44,40 +46,81 @@ function fileError(path: string, error: unknown): FaceFleetError {
   return new FaceFleetError('FILE_UNREADABLE', `cannot read ${path}: ${code ?? String(error)}`);
 }
 
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/** Content types that are certainly not images: refused before a byte of the body is read. */
+const NOT_IMAGE = /^(text\/|application\/(json|xml|xhtml|javascript|pdf|x-www-form-urlencoded)|image\/svg)/i;
+
 async function fetchLimited(url: string, limits: SourceLimits): Promise<Buffer> {
-  const parsed = URL.canParse(url) ? new URL(url) : undefined;
-  if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
-    throw new FaceFleetError('URL_INVALID', `not an http(s) URL: ${url.slice(0, 200)}`);
-  }
+  let current = URL.canParse(url) ? new URL(url) : undefined;
+  if (!current) throw new FaceFleetError('URL_INVALID', `not a URL: ${url.slice(0, 200)}`);
 
   const signal = AbortSignal.timeout(limits.urlTimeoutMs);
   try {
-    const response = await fetch(parsed, { signal, redirect: 'follow' });
-    if (!response.ok) {
-      await response.body?.cancel();
-      throw new FaceFleetError('URL_HTTP_ERROR', `${parsed.href} answered HTTP ${response.status}`);
-    }
-    const declared = Number(response.headers.get('content-length') ?? Number.NaN);
-    if (declared > limits.maxBytes) {
-      await response.body?.cancel();
-      throw tooLarge(parsed.href, limits.maxBytes);
-    }
-    return await readBodyLimited(response, parsed.href, limits.maxBytes);
+    return await follow(current, url, limits, signal);
   } catch (error) {
     if (error instanceof FaceFleetError) throw error;
-    if (signal.aborted) {
-      throw new FaceFleetError('URL_TIMEOUT', `${parsed.href} did not answer in full within ${limits.urlTimeoutMs} ms`);
-    }
-    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-    const reason = cause?.code ?? cause?.message ?? (error as Error).message;
-    // A name that does not exist stays so; a refused or reset connection, or EAI_AGAIN, may pass.
-    if (cause?.code === 'ENOTFOUND') throw new FaceFleetError('URL_HOST_UNKNOWN', `cannot fetch ${parsed.href}: ${parsed.hostname} does not resolve`);
-    throw new FaceFleetError('URL_FETCH_FAILED', `cannot fetch ${parsed.href}: ${reason}`);
+    if (signal.aborted) throw new FaceFleetError('URL_TIMEOUT', `${url} did not answer in full within ${limits.urlTimeoutMs} ms`);
+    throw new FaceFleetError('URL_FETCH_FAILED', `cannot read ${url}: ${(error as Error).message}`);
   }
 }
 
+/** Fetches a URL, following redirects itself so that every hop passes the address policy. */
+async function follow(start: URL, url: string, limits: SourceLimits, signal: AbortSignal): Promise<Buffer> {
+  let current = start;
+  for (let redirects = 0; ; redirects += 1) {
+    limits.urlPolicy.check(current);
+    const response = await request(current, limits, signal);
+    if (!REDIRECTS.has(response.status)) return readResponse(response, current.href, limits.maxBytes);
+
+    await response.body?.cancel();
+    const location = response.headers.get('location');
+    if (!location || !URL.canParse(location, current.href)) {
+      throw new FaceFleetError('URL_HTTP_ERROR', `${current.href} redirects without a usable Location`);
+    }
+    if (redirects >= limits.maxRedirects) {
+      throw new FaceFleetError('URL_TOO_MANY_REDIRECTS', `${url} redirects more than ${limits.maxRedirects} times`);
+    }
+    current = new URL(location, current.href);
+  }
+}
+
+async function request(url: URL, limits: SourceLimits, signal: AbortSignal) {
+  try {
+    return await undiciFetch(url.href, { dispatcher: limits.urlPolicy.agent, redirect: 'manual', signal });
+  } catch (error) {
+    if (isForbidden(error)) throw forbidden(url.hostname);
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    if (signal.aborted || cause?.code === 'UND_ERR_CONNECT_TIMEOUT') {
+      throw new FaceFleetError('URL_TIMEOUT', `${url.href} did not answer in full within ${limits.urlTimeoutMs} ms`);
+    }
+    // A name that does not exist stays so; a refused or reset connection, or EAI_AGAIN, may pass.
+    if (cause?.code === 'ENOTFOUND') throw new FaceFleetError('URL_HOST_UNKNOWN', `cannot fetch ${url.href}: ${url.hostname} does not resolve`);
+    const reason = cause?.code ?? cause?.message ?? (error as Error).message;
+    throw new FaceFleetError('URL_FETCH_FAILED', `cannot fetch ${url.href}: ${reason}`);
+  }
+}
+
+async function readResponse(response: UndiciResponse, url: string, maxBytes: number): Promise<Buffer> {
+  if (!response.ok) {
+    await response.body?.cancel();
+    throw new FaceFleetError('URL_HTTP_ERROR', `${url} answered HTTP ${response.status}`);
+  }
+  const type = response.headers.get('content-type') ?? '';
+  if (NOT_IMAGE.test(type)) {
+    await response.body?.cancel();
+    throw new FaceFleetError('URL_NOT_IMAGE', `${url} answered ${type.split(';')[0]}, not an image`);
+  }
+  const declared = Number(response.headers.get('content-length') ?? Number.NaN);
+  if (declared > maxBytes) {
+    await response.body?.cancel();
+    throw tooLarge(url, maxBytes);
+  }
+  return readBodyLimited(response, url, maxBytes);
+}
+
 /** Reads the body chunk by chunk so that an oversized answer is cut off, not buffered whole. */
-async function readBodyLimited(response: Response, url: string, maxBytes: number): Promise<Buffer> {
+async function readBodyLimited(response: UndiciResponse, url: string, maxBytes: number): Promise<Buffer> {
   if (!response.body) return Buffer.alloc(0);
 
   const chunks: Uint8Array[] = [];

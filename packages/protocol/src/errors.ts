@@ -64,6 +64,22 @@ export const ERRORS = {
     retryable: true,
     httpStatus: 502,
   },
+  URL_FORBIDDEN: {
+    description:
+      'The URL points (directly, through DNS or through a redirect) at a loopback, private, link-local or reserved address that FACEFLEET_URL_ALLOW does not exempt.',
+    retryable: false,
+    httpStatus: 403,
+  },
+  URL_TOO_MANY_REDIRECTS: {
+    description: 'The URL redirects more times than allowed (maxRedirects).',
+    retryable: false,
+    httpStatus: 422,
+  },
+  URL_NOT_IMAGE: {
+    description: 'The URL answered with a content type that is not an image (HTML, JSON, text, SVG, PDF).',
+    retryable: false,
+    httpStatus: 415,
+  },
   URL_HOST_UNKNOWN: {
     description: "The URL's host name does not resolve (DNS answers that it does not exist).",
     retryable: false,
