@@ -25,6 +25,9 @@ export async function connectRedis(config: FleetConfig, role: RedisRole): Promis
   } catch (error) {
     redis.disconnect();
     const reason = (lastError ?? (error as Error)).message;
+    if (/WRONGPASS|NOAUTH|invalid password/i.test(reason)) {
+      throw new RedisUnavailableError(`Redis at ${redactUrl(url)} refused the credentials in REDIS_URL (${reason})`);
+    }
     throw new RedisUnavailableError(`cannot reach Redis at ${redactUrl(url)} (${reason}); start Redis or set REDIS_URL`);
   }
 }
