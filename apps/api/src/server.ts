@@ -49,7 +49,6 @@ export async function buildServer(options: ApiServerOptions): Promise<FastifyIns
     bodyLimit: config.maxBodyBytes,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
-    disableRequestLogging: false,
   });
 
   // The seed's callers post JSON with whatever content type curl picks (-d sends form encoding).

@@ -46,7 +46,7 @@ async function main(): Promise<void> {
     busy = true;
     void engine.process(message.job, message.key).then((result) => {
       busy = false;
-      send({ type: 'result', seq: message.seq, result, tensors: engine.tensorCount() });
+      send({ type: 'result', seq: message.seq, result, tensors: engine.tensorCount(), rss: process.memoryUsage.rss() });
       if (stopping) process.disconnect?.();
     });
   });

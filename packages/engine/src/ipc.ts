@@ -7,7 +7,7 @@ export type ToChild = { type: 'job'; seq: number; job: Job; key?: string } | { t
 export type FromChild =
   | { type: 'ready'; backend: BackendInfo; tensors: number }
   | { type: 'fatal'; message: string }
-  | { type: 'result'; seq: number; result: ImageResult; tensors: number };
+  | { type: 'result'; seq: number; result: ImageResult; tensors: number; rss: number };
 
 /** The environment variable that hands an inference process its engine configuration. */
 export const ENGINE_CONFIG_ENV = 'FACEFLEET_ENGINE_CONFIG';

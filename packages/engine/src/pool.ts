@@ -16,11 +16,12 @@ export interface PoolOptions {
   readonly logLevel?: string;
 }
 
-/** One image's result, with the process that made it and that process's live tensor count. */
+/** One image's result, with the process that made it, its live tensors and resident memory after. */
 export interface PoolOutcome {
   readonly result: ImageResult;
   readonly pid: number;
   readonly tensors: number;
+  readonly rss: number;
 }
 
 interface Task {
@@ -121,7 +122,7 @@ export class EnginePool {
         } else if (message.type === 'fatal') {
           reject(new Error(message.message));
         } else {
-          this.finish(slot, message.seq, message.result, message.tensors);
+          this.finish(slot, message.seq, message.result, message.tensors, message.rss);
         }
       });
       // Sending to a process that has just died fails here; its 'exit' handler does the recovery.
@@ -155,13 +156,13 @@ export class EnginePool {
     }
   }
 
-  private finish(slot: Slot, seq: number, result: ImageResult, tensors: number): void {
+  private finish(slot: Slot, seq: number, result: ImageResult, tensors: number, rss: number): void {
     const task = slot.task;
     if (!task || task.seq !== seq) return;
 
     slot.task = undefined;
     slot.jobs += 1;
-    task.resolve({ result, pid: slot.child.pid ?? 0, tensors });
+    task.resolve({ result, pid: slot.child.pid ?? 0, tensors, rss });
 
     const limit = this.options.maxJobsPerProcess ?? 0;
     if (limit > 0 && slot.jobs >= limit && !this.closing) {
@@ -180,7 +181,7 @@ export class EnginePool {
     const task = slot.task;
     if (task) {
       if (task.attempts < MAX_ATTEMPTS) this.queue.unshift(task);
-      else task.resolve({ result: crashed(task), pid: slot.child.pid ?? 0, tensors: -1 });
+      else task.resolve({ result: crashed(task), pid: slot.child.pid ?? 0, tensors: -1, rss: 0 });
     }
     if (!this.closing) this.respawn();
   }
@@ -196,7 +197,7 @@ export class EnginePool {
     for (const task of this.queue.splice(0)) {
       const result = crashed(task);
       result.status.error = { code: 'INTERNAL', message: `no inference process can start: ${reason}` };
-      task.resolve({ result, pid: 0, tensors: -1 });
+      task.resolve({ result, pid: 0, tensors: -1, rss: 0 });
     }
   }
 
