@@ -287,6 +287,18 @@ describe('POST /exitserver', () => {
   });
 });
 
+describe('with a body size limit (FACEFLEET_MAX_BODY_BYTES)', () => {
+  it('refuses a larger body with 413 REQUEST_TOO_LARGE before reading it all', async () => {
+    const { base } = await serve(fleetEnv({ FACEFLEET_MAX_BODY_BYTES: String(1024 * 1024) }));
+    const body = JSON.stringify({ id: 'big', data: Buffer.alloc(2 * 1024 * 1024, 7).toString('base64') });
+
+    const answer = await curl(`${base}/faceembed`, body);
+
+    expect(answer.status).toBe(413);
+    expect(JSON.parse(answer.body)).toMatchObject({ code: 'REQUEST_TOO_LARGE' });
+  });
+});
+
 describe('with FACEFLEET_TOKEN set', () => {
   it('answers 401 without the bearer token everywhere but health and readiness', async () => {
     const token = 'a-long-enough-secret';

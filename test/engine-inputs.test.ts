@@ -85,10 +85,47 @@ describe('when given files that are not usable images', () => {
     expect(result.status.warnings?.[0]?.code).toBe('IMAGE_TRUNCATED');
   });
 
+  it('refuses a TIFF that declares 100000 x 100000 pixels from its header, without decoding', async () => {
+    const result = await run({ data: hugeTiff(100_000, 100_000).toString('base64') });
+
+    expect(result.status.error?.code).toBe('IMAGE_TOO_LARGE');
+  });
+
   it('refuses an image over a lower configured pixel limit from its header', async () => {
     await expect(decodeImage(await readFile(data(OBAMA)), 1_000_000)).rejects.toMatchObject({ code: 'IMAGE_TOO_LARGE' });
   });
 });
+
+/** A minimal little-endian grey TIFF whose header declares the given size over a tiny strip. */
+function hugeTiff(width: number, height: number): Buffer {
+  const tags: Array<[number, number, number]> = [
+    [256, 4, width], // ImageWidth (LONG)
+    [257, 4, height], // ImageLength
+    [258, 3, 8], // BitsPerSample
+    [259, 3, 1], // Compression: none
+    [262, 3, 1], // Photometric: black is zero
+    [273, 4, 8 + 2 + tagsLength(9) + 4], // StripOffsets: right after the IFD
+    [277, 3, 1], // SamplesPerPixel
+    [278, 4, height], // RowsPerStrip
+    [279, 4, 16], // StripByteCounts
+  ];
+  const ifd = Buffer.alloc(2 + tagsLength(tags.length) + 4);
+  ifd.writeUInt16LE(tags.length, 0);
+  tags.forEach(([tag, type, value], i) => {
+    const at = 2 + i * 12;
+    ifd.writeUInt16LE(tag, at);
+    ifd.writeUInt16LE(type, at + 2);
+    ifd.writeUInt32LE(1, at + 4);
+    if (type === 3) ifd.writeUInt16LE(value, at + 8);
+    else ifd.writeUInt32LE(value, at + 8);
+  });
+  const header = Buffer.from([0x49, 0x49, 42, 0, 8, 0, 0, 0]);
+  return Buffer.concat([header, ifd, Buffer.alloc(16)]);
+}
+
+function tagsLength(count: number): number {
+  return count * 12;
+}
 
 describe('when given decoder edge cases from sharp', () => {
   it.each([

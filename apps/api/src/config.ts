@@ -27,7 +27,7 @@ export type ApiConfigInput = z.input<typeof ApiConfigSchema>;
 
 /**
  * The API's settings: explicit ones over FACEFLEET_TOKEN, FACEFLEET_FILE_ROOTS (colon-separated),
- * FACEFLEET_ALLOW_EXIT (1/true) and FACEFLEET_API_PORT, over defaults. Every bad value is
+ * FACEFLEET_ALLOW_EXIT (1/true), FACEFLEET_API_PORT and FACEFLEET_MAX_BODY_BYTES, over defaults. Every bad value is
  * reported in one error.
  */
 export function apiConfig(input: ApiConfigInput = {}, env: NodeJS.ProcessEnv = process.env): ApiConfig {
@@ -36,6 +36,7 @@ export function apiConfig(input: ApiConfigInput = {}, env: NodeJS.ProcessEnv = p
     ...(env.FACEFLEET_FILE_ROOTS ? { fileRoots: env.FACEFLEET_FILE_ROOTS.split(':').filter(Boolean) } : {}),
     ...(env.FACEFLEET_ALLOW_EXIT ? { allowExit: ['1', 'true', 'yes'].includes(env.FACEFLEET_ALLOW_EXIT.toLowerCase()) } : {}),
     ...(env.FACEFLEET_API_PORT ? { port: Number(env.FACEFLEET_API_PORT) } : {}),
+    ...(env.FACEFLEET_MAX_BODY_BYTES ? { maxBodyBytes: Number(env.FACEFLEET_MAX_BODY_BYTES) } : {}),
   };
   const parsed = ApiConfigSchema.safeParse({ ...fromEnv, ...input });
   if (!parsed.success) {

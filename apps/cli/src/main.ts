@@ -47,16 +47,12 @@ program
     process.exitCode = await enqueue(paths, options);
   });
 
-program
-  .command('worker')
-  .description('consume image jobs from Redis with N inference processes that keep the models loaded')
-  .option('-c, --concurrency <n>', 'inference processes', String(availableParallelism()))
-  .option('--max-jobs-per-process <n>', 'recycle an inference process after n images (0 = never)', '0')
-  .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
-  .option('--min-confidence <x>', 'minimum detector score when a job does not say', '0.5')
-  .option('--lock-ms <ms>', 'job lock duration and stalled-check interval (default 30000)')
-  .option('--url-timeout-ms <ms>', 'total time allowed to fetch one URL', '30000')
-  .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
+withWorkerOptions(
+  program
+    .command('worker')
+    .description('consume image jobs from Redis with N inference processes that keep the models loaded')
+    .option('-c, --concurrency <n>', 'inference processes', String(availableParallelism())),
+)
   .action(async (options: Record<string, unknown>) => {
     process.exitCode = await worker(options);
   });
@@ -71,7 +67,7 @@ program
     process.exitCode = await sink(options);
   });
 
-program
+const upCommand = program
   .command('up')
   .description("one machine's whole fleet: Redis (started if none answers), workers and the sink")
   .option('-w, --workers <n>', 'inference processes', String(availableParallelism()))
@@ -79,13 +75,8 @@ program
   .option('-g, --group <regex>', 'group rule for results that carry no group')
   .option('--port <n>', 'HTTP API port', '8088')
   .option('--host <addr>', 'HTTP API address', '127.0.0.1')
-  .option('--no-api', 'do not start the HTTP API')
-  .option('--max-jobs-per-process <n>', 'recycle an inference process after n images (0 = never)', '0')
-  .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
-  .option('--min-confidence <x>', 'minimum detector score when a job does not say', '0.5')
-  .option('--lock-ms <ms>', 'job lock duration and stalled-check interval (default 30000)')
-  .option('--url-timeout-ms <ms>', 'total time allowed to fetch one URL', '30000')
-  .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
+  .option('--no-api', 'do not start the HTTP API');
+withWorkerOptions(upCommand)
   .action(async (options: Record<string, unknown>) => {
     process.exitCode = await up(options);
   });
@@ -123,6 +114,17 @@ models
   .action(async (options: { dir?: string }) => {
     process.exitCode = await modelsVerify(options.dir);
   });
+
+/** The options of everything that runs inference: `worker` and `up`. */
+function withWorkerOptions(command: Command): Command {
+  return command
+    .option('--max-jobs-per-process <n>', 'recycle an inference process after n images (0 = never)', '0')
+    .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
+    .option('--min-confidence <x>', 'minimum detector score when a job does not say', '0.5')
+    .option('--lock-ms <ms>', 'job lock duration and stalled-check interval (default 30000)')
+    .option('--url-timeout-ms <ms>', 'total time allowed to fetch one URL', '30000')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info');
+}
 
 try {
   await program.parseAsync(process.argv);

@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 
 /** A mistake in the command line: reported in one line, exit status 2. */
 export class UsageError extends Error {
@@ -14,3 +14,17 @@ export function optionIssues(error: z.ZodError): string {
     })
     .join('; ');
 }
+
+/** A regular expression given as a flag, compiled, or an issue naming what is wrong with it. */
+export const regexOption = z
+  .string()
+  .optional()
+  .transform((pattern, ctx) => {
+    if (pattern === undefined) return undefined;
+    try {
+      return new RegExp(pattern);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `not a valid regular expression: ${pattern}` });
+      return z.NEVER;
+    }
+  });

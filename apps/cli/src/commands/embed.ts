@@ -3,24 +3,13 @@ import { z } from 'zod';
 import { BACKENDS, createLogger, EnginePool, type PoolOutcome } from '@facefleet/engine';
 import { imageFiles, OutputFolder } from '@facefleet/fleet';
 import { idFromPath, jobKey, type ImageResult } from '@facefleet/protocol';
-import { optionIssues, UsageError } from '../usage.js';
+import { optionIssues, regexOption, UsageError } from '../usage.js';
 import { plural, Progress } from '../progress.js';
 
 export const EmbedOptionsSchema = z
   .object({
     out: z.string().min(1).optional(),
-    group: z
-      .string()
-      .optional()
-      .transform((pattern, ctx) => {
-        if (pattern === undefined) return undefined;
-        try {
-          return new RegExp(pattern);
-        } catch {
-          ctx.addIssue({ code: 'custom', message: `--group is not a valid regular expression: ${pattern}` });
-          return z.NEVER;
-        }
-      }),
+    group: regexOption,
     workers: z.coerce.number().int().min(1).max(256).default(availableParallelism()),
     minConfidence: z.coerce.number().min(0).max(1).default(0.5),
     aligned: z.boolean().default(false),

@@ -16,22 +16,9 @@ import {
 import { exited, spawnApi } from '../api-process.js';
 import { ensureRedis } from '../redis-server.js';
 import { plural, Progress } from '../progress.js';
-import { optionIssues, UsageError } from '../usage.js';
+import { optionIssues, regexOption, UsageError } from '../usage.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-
-const regex = z
-  .string()
-  .optional()
-  .transform((pattern, ctx) => {
-    if (pattern === undefined) return undefined;
-    try {
-      return new RegExp(pattern);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: `not a valid regular expression: ${pattern}` });
-      return z.NEVER;
-    }
-  });
 
 function parse<S extends z.ZodType>(schema: S, raw: unknown): z.output<S> {
   const parsed = schema.safeParse(raw);
@@ -62,7 +49,7 @@ function untilSignal(logger: Logger, close: () => Promise<void>): Promise<number
 const EnqueueSchema = z
   .object({
     list: z.string().optional(),
-    group: regex,
+    group: regexOption,
     priority: z.coerce.number().int().min(1).max(2_097_152).optional(),
     batch: z.coerce.number().int().min(1).max(10_000).default(500),
   })
@@ -161,7 +148,7 @@ export async function worker(raw: Record<string, unknown>): Promise<number> {
 const SinkSchema = z
   .object({
     out: z.string().min(1),
-    group: regex,
+    group: regexOption,
     logLevel: z.enum(LOG_LEVELS).default('info'),
   })
   .strict();
@@ -178,7 +165,7 @@ const UpSchema = WorkerSchema.omit({ concurrency: true })
   .extend({
     workers: z.coerce.number().int().min(1).max(256).default(availableParallelism()),
     out: z.string().min(1).default('facefleet-out'),
-    group: regex,
+    group: regexOption,
     port: z.coerce.number().int().min(0).max(65535).default(8088),
     host: z.string().min(1).default('127.0.0.1'),
     api: z.boolean().default(true),
