@@ -164,6 +164,20 @@ describe('facefleet embed interrupted and resumed', () => {
   });
 });
 
+describe('facefleet embed piped into a reader that stops early (| head)', () => {
+  it('stops quietly with exit 0 and says so, instead of dying on EPIPE', async () => {
+    const child = spawn(process.execPath, [CLI, 'embed', join(work, 'mixed'), '--workers', '1'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk));
+    child.stdout.once('data', () => child.stdout.destroy());
+    const code = await new Promise((resolve) => child.on('close', resolve));
+
+    expect(code).toBe(0);
+    expect(stderr).toMatch(/stdout was closed: \d+ not processed/);
+    expect(stderr).not.toContain('EPIPE');
+  });
+});
+
 describe('facefleet embed --aligned', () => {
   it('takes each chip as one face covering the whole image', async () => {
     const run = await facefleet(['embed', data('justadudewhohacks_face-api.js/test/images/face1.png'), '--aligned', '--workers', '1']);

@@ -74,10 +74,17 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  // A reader that goes away (`| head`) ends the run quietly, not with an EPIPE stack trace. The
+  // listener stays: the last write's error may arrive after the run.
+  let outputClosed = false;
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    outputClosed = true;
+  });
 
   const write = (outcome: PoolOutcome) => {
     const { result } = outcome;
-    if (folder) folder.write(result, undefined);
+    if (folder) folder.write(result);
     else writeStdout(result);
     count(totals, result);
     const { id, source, error, warnings } = result.status;
@@ -87,7 +94,7 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
   };
 
   try {
-    await runAll(todo, pool, write, options.aligned, options.minConfidence, () => interrupted);
+    await runAll(todo, pool, write, options.aligned, options.minConfidence, () => interrupted || outputClosed);
   } finally {
     progress.stop();
     process.off('SIGINT', onSignal);
@@ -103,6 +110,7 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
       `${plural(processes, 'process', 'processes')}, ${backend} backend)` +
       (skipped > 0 ? `; ${skipped} skipped as already done` : '') +
       (interrupted ? `; interrupted: ${todo.length - totals.images} not processed` : '') +
+      (outputClosed ? `; stdout was closed: ${todo.length - totals.images} not processed` : '') +
       '\n',
   );
   return interrupted ? 130 : 0;
