@@ -85,6 +85,12 @@ describe('when given files that are not usable images', () => {
     expect(result.status.warnings?.[0]?.code).toBe('IMAGE_TRUNCATED');
   });
 
+  it('refuses a PDF by its content, whatever its name says', async () => {
+    const pdf = Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n');
+
+    expect((await run({ data: pdf.toString('base64') })).status.error?.code).toBe('IMAGE_UNSUPPORTED');
+  });
+
   it('refuses a TIFF that declares 100000 x 100000 pixels from its header, without decoding', async () => {
     const result = await run({ data: hugeTiff(100_000, 100_000).toString('base64') });
 

@@ -119,6 +119,14 @@ describe('URL jobs and private addresses', () => {
   });
 });
 
+describe('data jobs over the byte limit', () => {
+  it('are refused from the length of the base64 text, before it is decoded', async () => {
+    const data = Buffer.alloc(MAX_BYTES + 1024 * 1024, 1).toString('base64');
+
+    expect((await engine.process({ id: 'd', data } as Job)).status.error?.code).toBe('DATA_TOO_LARGE');
+  });
+});
+
 describe('URL jobs and hostile servers', () => {
   it('gives up on a server that never finishes, at the timeout', async () => {
     const started = Date.now();
