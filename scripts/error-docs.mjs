@@ -14,10 +14,11 @@ const lines = [
   '| code | HTTP | retry helps | meaning |',
   '| --- | --- | --- | --- |',
   ...Object.entries(ERRORS).map(
-    ([code, e]) => `| \`${code}\` | ${e.httpStatus} | ${e.retryable ? 'yes' : 'no'} | ${e.description} |`,
+    ([code, e]) =>
+      `| \`${code}\` | ${e.httpStatus} | ${e.retryable ? 'yes' : 'no'} | ${e.description} |`,
   ),
   '',
-  '`IMAGE_TRUNCATED` is a warning: it appears in a status\'s `warnings` list, beside `ok` or',
+  "`IMAGE_TRUNCATED` is a warning: it appears in a status's `warnings` list, beside `ok` or",
   '`no_faces`, when a cut-off image was decoded as far as its data goes.',
   '',
 ];

@@ -15,7 +15,10 @@ interface Run {
 
 type StderrWatcher = (text: string, kill: (signal: NodeJS.Signals) => void) => void;
 
-function facefleet(args: string[], options: { onStderr?: StderrWatcher; command?: string[] } = {}): Promise<Run> {
+function facefleet(
+  args: string[],
+  options: { onStderr?: StderrWatcher; command?: string[] } = {},
+): Promise<Run> {
   const [cmd, ...pre] = options.command ?? [process.execPath, CLI];
   const child = spawn(cmd!, [...pre, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -25,15 +28,22 @@ function facefleet(args: string[], options: { onStderr?: StderrWatcher; command?
     stderr += chunk;
     options.onStderr?.(stderr, (signal) => child.kill(signal));
   });
-  return new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+  return new Promise((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
 }
 
 function jsonLines(text: string): unknown[] {
-  return text.split('\n').filter(Boolean).map((line) => JSON.parse(line));
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line));
 }
 
 function statuses(dir: string): ImageStatus[] {
-  return jsonLines(readFileSync(join(dir, '_status.jsonl'), 'utf8')).map((s) => ImageStatusSchema.parse(s));
+  return jsonLines(readFileSync(join(dir, '_status.jsonl'), 'utf8')).map((s) =>
+    ImageStatusSchema.parse(s),
+  );
 }
 
 let work: string;
@@ -85,7 +95,10 @@ describe('facefleet embed --out', () => {
 
   beforeAll(async () => {
     mkdirSync(src());
-    link('ageitgey_face_recognition/tests/test_images/obama.jpg', 'broadcast/NEWS_20230306-000001.jpg');
+    link(
+      'ageitgey_face_recognition/tests/test_images/obama.jpg',
+      'broadcast/NEWS_20230306-000001.jpg',
+    );
     link('ageitgey_face_recognition/examples/two_people.jpg', 'broadcast/NEWS_20230306-000002.jpg');
     link('derived/empty.jpg', 'broadcast/NEWS_20230306-000003.jpg');
     link('justadudewhohacks_face-api.js/test/images/white.png', 'broadcast/portrait.png');
@@ -99,9 +112,17 @@ describe('facefleet embed --out', () => {
     expect(first.code).toBe(0);
     expect(first.stdout).toBe('');
     expect(records).toHaveLength(3);
-    expect(byId.get('NEWS_20230306-000001')).toMatchObject({ status: 'ok', faces: 1, group: 'NEWS_20230306' });
+    expect(byId.get('NEWS_20230306-000001')).toMatchObject({
+      status: 'ok',
+      faces: 1,
+      group: 'NEWS_20230306',
+    });
     expect(byId.get('NEWS_20230306-000002')).toMatchObject({ status: 'ok', faces: 2 });
-    expect(byId.get('NEWS_20230306-000003')).toMatchObject({ status: 'failed', faces: 0, error: { code: 'IMAGE_EMPTY' } });
+    expect(byId.get('NEWS_20230306-000003')).toMatchObject({
+      status: 'failed',
+      faces: 0,
+      error: { code: 'IMAGE_EMPTY' },
+    });
     expect(byId.get('portrait')).toMatchObject({ status: 'no_faces', faces: 0, group: 'faces' });
     expect(byId.size).toBe(4);
   });
@@ -117,7 +138,16 @@ describe('facefleet embed --out', () => {
 
   it('with --group, names output files by the pattern', async () => {
     const grouped = join(work, 'grouped');
-    const run = await facefleet(['embed', src(), '--out', grouped, '--group', '^([A-Z]+)_', '--workers', '1']);
+    const run = await facefleet([
+      'embed',
+      src(),
+      '--out',
+      grouped,
+      '--group',
+      '^([A-Z]+)_',
+      '--workers',
+      '1',
+    ]);
 
     expect(run.code).toBe(0);
     expect(jsonLines(readFileSync(join(grouped, 'NEWS.json'), 'utf8'))).toHaveLength(3);
@@ -130,7 +160,11 @@ describe('facefleet embed interrupted and resumed', () => {
     const out = join(work, 'many-out');
     mkdirSync(src);
     const faces = ['obama.jpg', 'obama2.jpg', 'obama3.jpg', 'biden.jpg'];
-    for (let i = 0; i < 12; i += 1) link(`ageitgey_face_recognition/tests/test_images/${faces[i % 4]}`, `many/clip-${String(i).padStart(4, '0')}.jpg`);
+    for (let i = 0; i < 12; i += 1)
+      link(
+        `ageitgey_face_recognition/tests/test_images/${faces[i % 4]}`,
+        `many/clip-${String(i).padStart(4, '0')}.jpg`,
+      );
 
     // Ctrl-C after a few images, then a hard kill of the next run, then a run to the end.
     const cutAfter = (signal: NodeJS.Signals) => {
@@ -142,13 +176,19 @@ describe('facefleet embed interrupted and resumed', () => {
         }
       };
     };
-    const cut = await facefleet(['embed', src, '--out', out, '--workers', '1'], { onStderr: cutAfter('SIGINT') });
+    const cut = await facefleet(['embed', src, '--out', out, '--workers', '1'], {
+      onStderr: cutAfter('SIGINT'),
+    });
     const afterCut = statuses(out).length;
-    const killed = await facefleet(['embed', src, '--out', out, '--workers', '1'], { onStderr: cutAfter('SIGKILL') });
+    const killed = await facefleet(['embed', src, '--out', out, '--workers', '1'], {
+      onStderr: cutAfter('SIGKILL'),
+    });
     const partial = statuses(out).length;
     const resumed = await facefleet(['embed', src, '--out', out, '--workers', '2']);
     const all = statuses(out);
-    const records = jsonLines(readFileSync(join(out, 'clip.json'), 'utf8')) as Array<{ id: string }>;
+    const records = jsonLines(readFileSync(join(out, 'clip.json'), 'utf8')) as Array<{
+      id: string;
+    }>;
 
     expect(cut.code).toBe(130);
     expect(cut.stderr).toMatch(/interrupted: \d+ not processed/);
@@ -166,7 +206,10 @@ describe('facefleet embed interrupted and resumed', () => {
 
 describe('facefleet embed piped into a reader that stops early (| head)', () => {
   it('stops quietly with exit 0 and says so, instead of dying on EPIPE', async () => {
-    const child = spawn(process.execPath, [CLI, 'embed', join(work, 'mixed'), '--workers', '1'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'embed', join(work, 'mixed'), '--workers', '1'], {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk));
     child.stdout.once('data', () => child.stdout.destroy());
@@ -180,7 +223,13 @@ describe('facefleet embed piped into a reader that stops early (| head)', () => 
 
 describe('facefleet embed --aligned', () => {
   it('takes each chip as one face covering the whole image', async () => {
-    const run = await facefleet(['embed', data('justadudewhohacks_face-api.js/test/images/face1.png'), '--aligned', '--workers', '1']);
+    const run = await facefleet([
+      'embed',
+      data('justadudewhohacks_face-api.js/test/images/face1.png'),
+      '--aligned',
+      '--workers',
+      '1',
+    ]);
     const [record] = jsonLines(run.stdout).map((r) => FaceRecordSchema.parse(r));
 
     expect(run.code).toBe(0);

@@ -5,7 +5,10 @@ import { data, distance, iou, readJson } from './helpers.js';
 
 let engine: FaceEngine;
 
-async function facesOf(relative: string, options: { minConfidence?: number; aligned?: boolean } = {}): Promise<DetectedFace[]> {
+async function facesOf(
+  relative: string,
+  options: { minConfidence?: number; aligned?: boolean } = {},
+): Promise<DetectedFace[]> {
   const image = await decodeImage(await readFile(data(relative)), 100_000_000);
   return engine.analyze(image, options);
 }
@@ -22,8 +25,12 @@ beforeAll(async () => {
 
 describe('when given face-api.js test/images/faces.jpg (gold for our exact models)', () => {
   const FACES = 'justadudewhohacks_face-api.js/test/images/faces.jpg';
-  const gold = readJson<{ images: Record<string, { boxes: { values: Array<{ x: number; y: number; width: number; height: number }> } }> }>('EXPECTED.json')
-    .images[FACES]!.boxes.values;
+  const gold = readJson<{
+    images: Record<
+      string,
+      { boxes: { values: Array<{ x: number; y: number; width: number; height: number }> } }
+    >;
+  }>('EXPECTED.json').images[FACES]!.boxes.values;
 
   it('finds exactly 6 faces at minimum confidence 0.5, each box within 5 px of the gold box', async () => {
     const faces = sortedLikeFaceApi(await facesOf(FACES, { minConfidence: 0.5 }));
@@ -33,13 +40,17 @@ describe('when given face-api.js test/images/faces.jpg (gold for our exact model
       const [top, right, bottom, left] = face.bbox;
       const want = gold[i]!;
       expect(Math.hypot(left - want.x, top - want.y)).toBeLessThanOrEqual(5);
-      expect(Math.hypot(right - left - want.width, bottom - top - want.height)).toBeLessThanOrEqual(5);
+      expect(Math.hypot(right - left - want.width, bottom - top - want.height)).toBeLessThanOrEqual(
+        5,
+      );
     });
   });
 
   it('describes each face within Euclidean 0.2 of face-api.js reference descriptors', async () => {
     const faces = sortedLikeFaceApi(await facesOf(FACES));
-    const reference = readJson<number[][]>('justadudewhohacks_face-api.js/test/data/facesFaceDescriptors.json');
+    const reference = readJson<number[][]>(
+      'justadudewhohacks_face-api.js/test/data/facesFaceDescriptors.json',
+    );
 
     expect(faces).toHaveLength(reference.length);
     faces.forEach((face, i) => expect(distance(face.descriptor, reference[i]!)).toBeLessThan(0.2));
@@ -56,7 +67,9 @@ describe('when given single aligned chips (face-api.js faceRecognitionNet tests)
     ['face2.png', 'faceDescriptor2.json'],
     ['face_rectangular.png', 'faceDescriptorRect.json'],
   ])('aligned mode describes %s within 0.1 of %s', async (image, reference) => {
-    const faces = await facesOf(`justadudewhohacks_face-api.js/test/images/${image}`, { aligned: true });
+    const faces = await facesOf(`justadudewhohacks_face-api.js/test/images/${image}`, {
+      aligned: true,
+    });
     const want = readJson<number[]>(`justadudewhohacks_face-api.js/test/data/${reference}`);
 
     expect(faces).toHaveLength(1);
@@ -78,12 +91,15 @@ describe("when given face_recognition's test images (dlib's answers)", () => {
     expect(iou(obama.bbox, [142, 617, 409, 349])).toBeGreaterThanOrEqual(0.5);
   });
 
-  it.each(['obama2.jpg', 'obama3.jpg'])('places %s under 0.6 from obama.jpg (same person)', async (other) => {
-    const faces = await facesOf(`${T}/${other}`);
+  it.each(['obama2.jpg', 'obama3.jpg'])(
+    'places %s under 0.6 from obama.jpg (same person)',
+    async (other) => {
+      const faces = await facesOf(`${T}/${other}`);
 
-    expect(faces).toHaveLength(1);
-    expect(distance(faces[0]!.descriptor, obama.descriptor)).toBeLessThan(0.6);
-  });
+      expect(faces).toHaveLength(1);
+      expect(distance(faces[0]!.descriptor, obama.descriptor)).toBeLessThan(0.6);
+    },
+  );
 
   it('places biden.jpg over 0.6 from obama.jpg (different person)', async () => {
     const faces = await facesOf(`${T}/biden.jpg`);

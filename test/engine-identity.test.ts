@@ -16,7 +16,9 @@ beforeAll(async () => {
 async function describeChips(files: Array<{ path: string; label: string }>) {
   const out: Array<{ label: string; descriptor: Float32Array }> = [];
   for (const { path, label } of files) {
-    const faces = await engine.analyze(await decodeImage(await readFile(path), 1e8), { aligned: true });
+    const faces = await engine.analyze(await decodeImage(await readFile(path), 1e8), {
+      aligned: true,
+    });
     expect(faces).toHaveLength(1);
     out.push({ label, descriptor: faces[0]!.descriptor });
   }
@@ -24,7 +26,10 @@ async function describeChips(files: Array<{ path: string; label: string }>) {
 }
 
 /** Share of all pairs that the 0.6 threshold puts right: same label under it, different over it. */
-function pairAccuracy(items: Array<{ label: string; descriptor: Float32Array }>): { right: number; pairs: number } {
+function pairAccuracy(items: Array<{ label: string; descriptor: Float32Array }>): {
+  right: number;
+  pairs: number;
+} {
   let right = 0;
   let pairs = 0;
   for (let i = 0; i < items.length; i += 1) {
@@ -43,7 +48,9 @@ describe('aligned mode on labelled identity chips', () => {
   it('classifies >= 99% of all pairs of face-api.js examples (8 people x 5) right at 0.6', async () => {
     const root = data('justadudewhohacks_face-api.js/examples/images');
     const people = ['amy', 'bernadette', 'howard', 'leonard', 'penny', 'raj', 'sheldon', 'stuart'];
-    const files = people.flatMap((p) => [1, 2, 3, 4, 5].map((i) => ({ path: join(root, p, `${p}${i}.png`), label: p })));
+    const files = people.flatMap((p) =>
+      [1, 2, 3, 4, 5].map((i) => ({ path: join(root, p, `${p}${i}.png`), label: p })),
+    );
 
     const { right, pairs } = pairAccuracy(await describeChips(files));
 

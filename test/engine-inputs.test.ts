@@ -34,16 +34,24 @@ describe('when given the derived/ variants of obama.jpg', () => {
     ['obama_progressive.jpg', 1],
     ['obama_40pct_16bit.png', 0.4],
     ['obama_40pct_anim.gif', 0.4],
-  ])('finds the one face of %s where the original has it, with the same descriptor', async (name, scale) => {
-    const result = await run({ file: data(`derived/${name}`) });
-    const face = result.records[0]!;
-    const want = original.records[0]!;
+  ])(
+    'finds the one face of %s where the original has it, with the same descriptor',
+    async (name, scale) => {
+      const result = await run({ file: data(`derived/${name}`) });
+      const face = result.records[0]!;
+      const want = original.records[0]!;
 
-    expect(result.status).toMatchObject({ status: 'ok', faces: 1 });
-    expect(result.records).toHaveLength(1);
-    expect(iou(face.bbox.map((v) => v / scale), want.bbox)).toBeGreaterThanOrEqual(0.8);
-    expect(distance(face.embed, want.embed)).toBeLessThan(0.2);
-  });
+      expect(result.status).toMatchObject({ status: 'ok', faces: 1 });
+      expect(result.records).toHaveLength(1);
+      expect(
+        iou(
+          face.bbox.map((v) => v / scale),
+          want.bbox,
+        ),
+      ).toBeGreaterThanOrEqual(0.8);
+      expect(distance(face.embed, want.embed)).toBeLessThan(0.2);
+    },
+  );
 
   it('decodes a truncated JPEG leniently, finds the face in the part that is there, and says so', async () => {
     const result = await run({ file: data('derived/obama_truncated_50pct.jpg') });
@@ -78,17 +86,24 @@ describe('when given files that are not usable images', () => {
     expect(result.status.error?.message.length).toBeGreaterThan(10);
   });
 
-  it.each(['truncated.jpg', 'truncated.png'])('decodes %s leniently and marks it IMAGE_TRUNCATED', async (name) => {
-    const result = await run({ file: data(`${SHARP}/${name}`) });
+  it.each(['truncated.jpg', 'truncated.png'])(
+    'decodes %s leniently and marks it IMAGE_TRUNCATED',
+    async (name) => {
+      const result = await run({ file: data(`${SHARP}/${name}`) });
 
-    expect(result.status.status).not.toBe('failed');
-    expect(result.status.warnings?.[0]?.code).toBe('IMAGE_TRUNCATED');
-  });
+      expect(result.status.status).not.toBe('failed');
+      expect(result.status.warnings?.[0]?.code).toBe('IMAGE_TRUNCATED');
+    },
+  );
 
   it('refuses a PDF by its content, whatever its name says', async () => {
-    const pdf = Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n');
+    const pdf = Buffer.from(
+      '%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n',
+    );
 
-    expect((await run({ data: pdf.toString('base64') })).status.error?.code).toBe('IMAGE_UNSUPPORTED');
+    expect((await run({ data: pdf.toString('base64') })).status.error?.code).toBe(
+      'IMAGE_UNSUPPORTED',
+    );
   });
 
   it('refuses a TIFF that declares 100000 x 100000 pixels from its header, without decoding', async () => {
@@ -98,7 +113,9 @@ describe('when given files that are not usable images', () => {
   });
 
   it('refuses an image over a lower configured pixel limit from its header', async () => {
-    await expect(decodeImage(await readFile(data(OBAMA)), 1_000_000)).rejects.toMatchObject({ code: 'IMAGE_TOO_LARGE' });
+    await expect(decodeImage(await readFile(data(OBAMA)), 1_000_000)).rejects.toMatchObject({
+      code: 'IMAGE_TOO_LARGE',
+    });
   });
 });
 
@@ -197,7 +214,9 @@ describe('when the same image comes as a file, base64 data and a URL', () => {
   });
 
   it('fails invalid base64 with DATA_INVALID_BASE64', async () => {
-    expect((await run({ data: 'not base64 at all!' })).status.error?.code).toBe('DATA_INVALID_BASE64');
+    expect((await run({ data: 'not base64 at all!' })).status.error?.code).toBe(
+      'DATA_INVALID_BASE64',
+    );
   });
 });
 

@@ -17,7 +17,12 @@ describe('an EnginePool of 2 inference processes', () => {
   let pool: EnginePool;
 
   beforeAll(async () => {
-    pool = await EnginePool.start({ processes: 2, engine: { backend: 'wasm' }, logger, logLevel: 'silent' });
+    pool = await EnginePool.start({
+      processes: 2,
+      engine: { backend: 'wasm' },
+      logger,
+      logLevel: 'silent',
+    });
   });
   afterAll(() => pool.close());
 
@@ -29,7 +34,8 @@ describe('an EnginePool of 2 inference processes', () => {
     const outcomes = await Promise.all(Array.from({ length: 6 }, () => pool.run(fileJob(OBAMA))));
 
     expect(new Set(outcomes.map((o) => o.pid)).size).toBe(2);
-    for (const outcome of outcomes) expect(outcome.result.records).toEqual(outcomes[0]!.result.records);
+    for (const outcome of outcomes)
+      expect(outcome.result.records).toEqual(outcomes[0]!.result.records);
   });
 
   it('releases every tensor: the count after 200 images equals the count after the first', async () => {
@@ -56,7 +62,11 @@ describe('an EnginePool of 2 inference processes', () => {
   it('replaces a process killed mid-job and still finishes the job', async () => {
     const job = fileJob(OBAMA);
     const running = pool.run(job, jobKey({ file: OBAMA }));
-    const victim = (pool as unknown as { slots: Set<{ child: { pid: number; kill(s: string): void }; task?: unknown }> }).slots;
+    const victim = (
+      pool as unknown as {
+        slots: Set<{ child: { pid: number; kill(s: string): void }; task?: unknown }>;
+      }
+    ).slots;
     const busy = [...victim].find((s) => s.task !== undefined);
     busy?.child.kill('SIGKILL');
 
@@ -72,10 +82,18 @@ describe('an EnginePool of 2 inference processes', () => {
 
 describe('an EnginePool that recycles its processes', () => {
   it('replaces each process after maxJobsPerProcess images and loses none', async () => {
-    const pool = await EnginePool.start({ processes: 1, engine: { backend: 'wasm' }, maxJobsPerProcess: 2, logger, logLevel: 'silent' });
+    const pool = await EnginePool.start({
+      processes: 1,
+      engine: { backend: 'wasm' },
+      maxJobsPerProcess: 2,
+      logger,
+      logLevel: 'silent',
+    });
     try {
       const chip = data('justadudewhohacks_face-api.js/test/images/face1.png');
-      const outcomes = await Promise.all(Array.from({ length: 5 }, () => pool.run(fileJob(chip, true))));
+      const outcomes = await Promise.all(
+        Array.from({ length: 5 }, () => pool.run(fileJob(chip, true))),
+      );
 
       expect(outcomes.every((o) => o.result.records.length === 1)).toBe(true);
       expect(new Set(outcomes.map((o) => o.pid)).size).toBe(3);
@@ -98,15 +116,27 @@ describe('when a model file is missing or corrupt', () => {
   it('stops start-up with a message naming the file and how to fix it', async () => {
     writeFileSync(join(dir, 'face_recognition_model.bin'), 'not the weights');
 
-    const start = EnginePool.start({ processes: 1, engine: { backend: 'wasm', modelsDir: dir }, logger, logLevel: 'silent' });
+    const start = EnginePool.start({
+      processes: 1,
+      engine: { backend: 'wasm', modelsDir: dir },
+      logger,
+      logLevel: 'silent',
+    });
 
-    await expect(start).rejects.toThrow(/face_recognition_model\.bin is corrupt .*npx facefleet models install/);
+    await expect(start).rejects.toThrow(
+      /face_recognition_model\.bin is corrupt .*npx facefleet models install/,
+    );
   });
 
   it('says which file is missing', async () => {
     unlinkSync(join(dir, 'ssd_mobilenetv1_model.bin'));
 
-    const start = EnginePool.start({ processes: 1, engine: { backend: 'wasm', modelsDir: dir }, logger, logLevel: 'silent' });
+    const start = EnginePool.start({
+      processes: 1,
+      engine: { backend: 'wasm', modelsDir: dir },
+      logger,
+      logLevel: 'silent',
+    });
 
     await expect(start).rejects.toThrow(/ssd_mobilenetv1_model\.bin is missing/);
   });

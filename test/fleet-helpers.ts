@@ -4,7 +4,12 @@ import { existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { expect } from 'vitest';
-import { FaceRecordSchema, ImageStatusSchema, type FaceRecord, type ImageStatus } from '@facefleet/protocol';
+import {
+  FaceRecordSchema,
+  ImageStatusSchema,
+  type FaceRecord,
+  type ImageStatus,
+} from '@facefleet/protocol';
 import { CLI, data, REPO } from './helpers.js';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -32,7 +37,9 @@ export function start(args: string[], env: Record<string, string>, input?: strin
   let log = '';
   child.stdout?.on('data', (chunk: Buffer) => (log += chunk));
   child.stderr?.on('data', (chunk: Buffer) => (log += chunk));
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('close', (code) => resolve(code)),
+  );
   // 'exit', not 'close': a grandchild still holding the pipes must not keep a stop waiting.
   const ended = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return {
@@ -47,14 +54,23 @@ export function start(args: string[], env: Record<string, string>, input?: strin
 }
 
 /** Runs `facefleet <args>` to the end. */
-export async function run(args: string[], env: Record<string, string>, input?: string): Promise<{ code: number | null; log: string }> {
+export async function run(
+  args: string[],
+  env: Record<string, string>,
+  input?: string,
+): Promise<{ code: number | null; log: string }> {
   const running = start(args, env, input);
   const code = await running.exited;
   return { code, log: running.log() };
 }
 
 /** Polls `check` until it holds; usable in hooks as well as tests (unlike expect.poll). */
-export async function until(check: () => boolean | Promise<boolean>, what: string, timeout = 60_000, interval = 100): Promise<void> {
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeout = 60_000,
+  interval = 100,
+): Promise<void> {
   const deadline = Date.now() + timeout;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
@@ -62,8 +78,16 @@ export async function until(check: () => boolean | Promise<boolean>, what: strin
   }
 }
 
-export async function waitForLog(running: Running, pattern: RegExp, timeout = 60_000): Promise<void> {
-  await until(() => pattern.test(running.log()), `${pattern} in the log of ${running.child.spawnargs.slice(2, 4).join(' ')}:\n${running.log()}`, timeout);
+export async function waitForLog(
+  running: Running,
+  pattern: RegExp,
+  timeout = 60_000,
+): Promise<void> {
+  await until(
+    () => pattern.test(running.log()),
+    `${pattern} in the log of ${running.child.spawnargs.slice(2, 4).join(' ')}:\n${running.log()}`,
+    timeout,
+  );
 }
 
 export function readStatuses(out: string): ImageStatus[] {
@@ -80,8 +104,14 @@ function lines(path: string): string[] {
   return readFileSync(path, 'utf8').split('\n').filter(Boolean);
 }
 
-export async function waitForStatuses(out: string, count: number, timeout = 120_000): Promise<ImageStatus[]> {
-  await expect.poll(() => readStatuses(out).length, { timeout, interval: 200 }).toBeGreaterThanOrEqual(count);
+export async function waitForStatuses(
+  out: string,
+  count: number,
+  timeout = 120_000,
+): Promise<ImageStatus[]> {
+  await expect
+    .poll(() => readStatuses(out).length, { timeout, interval: 200 })
+    .toBeGreaterThanOrEqual(count);
   return readStatuses(out);
 }
 
@@ -181,6 +211,7 @@ export function corpus60(dir: string): { dir: string; brokenIds: Map<string, str
 export function byId(records: FaceRecord[]): Map<string, FaceRecord[]> {
   const map = new Map<string, FaceRecord[]>();
   for (const r of records) map.set(String(r.id), [...(map.get(String(r.id)) ?? []), r]);
-  for (const list of map.values()) list.sort((a, b) => a.bbox[0] - b.bbox[0] || a.bbox[3] - b.bbox[3]);
+  for (const list of map.values())
+    list.sort((a, b) => a.bbox[0] - b.bbox[0] || a.bbox[3] - b.bbox[3]);
   return map;
 }

@@ -57,7 +57,10 @@ function expectExactlyOnce(out: string): void {
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'facefleet-fleet-'));
   corpus = corpus60(join(work, 'corpus'));
-  const embedded = await run(['embed', corpus.dir, '--out', join(work, 'reference'), '--workers', '2'], {});
+  const embedded = await run(
+    ['embed', corpus.dir, '--out', join(work, 'reference'), '--workers', '2'],
+    {},
+  );
   expect(embedded.code).toBe(0);
   reference = byId(readRecords(join(work, 'reference', 'broadcast.json')));
   expect(reference.size).toBeGreaterThan(30);
@@ -80,7 +83,10 @@ describe('enqueue → 2 worker processes → sink', () => {
     expect(second.log).toContain('0 jobs added, 60 already queued or done');
 
     launch(['sink', '--out', out], env);
-    const workers = [launch(['worker', '--concurrency', '1'], env), launch(['worker', '--concurrency', '1'], env)];
+    const workers = [
+      launch(['worker', '--concurrency', '1'], env),
+      launch(['worker', '--concurrency', '1'], env),
+    ];
     await waitForStatuses(out, 60);
     expectExactlyOnce(out);
 
@@ -89,7 +95,9 @@ describe('enqueue → 2 worker processes → sink', () => {
     for (const w of workers) expect(w.log()).toMatch(/"msg":"worker started"/);
 
     const status = await run(['status'], env);
-    expect(status.log).toMatch(/faces: waiting 0, prioritized 0, active 0, delayed 0, completed 57, failed 3; 2 workers \(2 inference processes\); 60 finished in the last minute/);
+    expect(status.log).toMatch(
+      /faces: waiting 0, prioritized 0, active 0, delayed 0, completed 57, failed 3; 2 workers \(2 inference processes\); 60 finished in the last minute/,
+    );
   });
 });
 
@@ -100,12 +108,18 @@ describe('when a worker process is killed in the middle of the run', () => {
     launch(['sink', '--out', out], env);
     const doomed = launch(['worker', '--concurrency', '1', '--lock-ms', '1500'], env);
     const survivor = launch(['worker', '--concurrency', '1', '--lock-ms', '1500'], env);
-    await Promise.all([waitForLog(doomed, /worker started/), waitForLog(survivor, /worker started/)]);
+    await Promise.all([
+      waitForLog(doomed, /worker started/),
+      waitForLog(survivor, /worker started/),
+    ]);
 
     await run(['enqueue', corpus.dir], env);
     await waitForStatuses(out, 10);
     // One inference process of the survivor dies too: its pool replaces it and retries the image.
-    const child = execFileSync('pgrep', ['-P', String(survivor.child.pid)]).toString().trim().split('\n')[0];
+    const child = execFileSync('pgrep', ['-P', String(survivor.child.pid)])
+      .toString()
+      .trim()
+      .split('\n')[0];
     process.kill(Number(child), 'SIGKILL');
     await doomed.stop('SIGKILL');
 
@@ -138,12 +152,16 @@ describe('when the sink is killed in the middle of the run and started again', (
 
 /** Waits until both queues are empty and idle, so that a late duplicate would have shown. */
 async function drained(prefix: string): Promise<void> {
-  const queues = ['faces', 'faces-results'].map((name) => new Queue(name, { connection: { url: REDIS_URL }, prefix }));
+  const queues = ['faces', 'faces-results'].map(
+    (name) => new Queue(name, { connection: { url: REDIS_URL }, prefix }),
+  );
   try {
     await expect
       .poll(
         async () => {
-          const counts = await Promise.all(queues.map((q) => q.getJobCounts('waiting', 'prioritized', 'active', 'delayed')));
+          const counts = await Promise.all(
+            queues.map((q) => q.getJobCounts('waiting', 'prioritized', 'active', 'delayed')),
+          );
           return counts.every((c) => Object.values(c).every((n) => n === 0));
         },
         { timeout: 60_000, interval: 250 },

@@ -8,7 +8,18 @@ import { Queue, QueueEvents } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FaceProducer } from '@facefleet/fleet';
 import { data } from './helpers.js';
-import { freshPrefix, obliterate, readStatuses, REDIS_URL, run, start, until, waitForLog, waitForStatuses, type Running } from './fleet-helpers.js';
+import {
+  freshPrefix,
+  obliterate,
+  readStatuses,
+  REDIS_URL,
+  run,
+  start,
+  until,
+  waitForLog,
+  waitForStatuses,
+  type Running,
+} from './fleet-helpers.js';
 
 let work: string;
 const prefixes: string[] = [];
@@ -30,7 +41,15 @@ function fleetEnv(): Record<string, string> {
 function linkFolder(name: string, sources: string[]): string {
   const dir = join(work, name);
   mkdirSync(dir);
-  sources.forEach((source, i) => symlinkSync(data(source), join(dir, `${name}-${String(i + 1).padStart(4, '0')}${source.slice(source.lastIndexOf('.'))}`)));
+  sources.forEach((source, i) =>
+    symlinkSync(
+      data(source),
+      join(
+        dir,
+        `${name}-${String(i + 1).padStart(4, '0')}${source.slice(source.lastIndexOf('.'))}`,
+      ),
+    ),
+  );
   return dir;
 }
 
@@ -44,7 +63,10 @@ function freePort(): Promise<number> {
 }
 
 function redisPing(port: number): boolean {
-  return spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG';
+  return (
+    spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() ===
+    'PONG'
+  );
 }
 
 beforeAll(() => {
@@ -80,7 +102,12 @@ describe('a job whose inference takes longer than the lock duration', () => {
       const worker = launch(['worker', '--concurrency', '1', '--lock-ms', '300'], env);
       await waitForLog(worker, /worker started/);
       await run(['enqueue', slow], env);
-      await expect.poll(() => queue.getJobCounts('completed').then((c) => c.completed), { timeout: 90_000, interval: 200 }).toBe(6);
+      await expect
+        .poll(() => queue.getJobCounts('completed').then((c) => c.completed), {
+          timeout: 90_000,
+          interval: 200,
+        })
+        .toBe(6);
 
       const jobs = await queue.getJobs(['completed']);
       // Each job held its lock for longer than the lock lasts: only renewals kept it.
@@ -99,19 +126,31 @@ describe('a job whose workers keep dying', () => {
   it('fails as WORKER_CRASHED past the stall limit, and its image still gets exactly one status', async () => {
     const env = { ...fleetEnv(), FACEFLEET_MAX_STALLED: '0' };
     const out = join(work, 'out-stalled-out');
-    const queue = new Queue('faces', { connection: { url: REDIS_URL }, prefix: env.FACEFLEET_PREFIX! });
+    const queue = new Queue('faces', {
+      connection: { url: REDIS_URL },
+      prefix: env.FACEFLEET_PREFIX!,
+    });
     try {
       launch(['sink', '--out', out], env);
       const doomed = launch(['worker', '--concurrency', '1', '--lock-ms', '1000'], env);
       await waitForLog(doomed, /worker started/);
       await run(['enqueue', linkFolder('stallout', ['lovell_sharp/test/fixtures/G31D.TIF'])], env);
-      await until(async () => (await queue.getActiveCount()) === 1, 'the job to be active', 30_000, 20);
+      await until(
+        async () => (await queue.getActiveCount()) === 1,
+        'the job to be active',
+        30_000,
+        20,
+      );
       await doomed.stop('SIGKILL');
 
       launch(['worker', '--concurrency', '1', '--lock-ms', '1000'], env);
       const [status] = await waitForStatuses(out, 1);
 
-      expect(status).toMatchObject({ id: 'stallout-0001', status: 'failed', error: { code: 'WORKER_CRASHED' } });
+      expect(status).toMatchObject({
+        id: 'stallout-0001',
+        status: 'failed',
+        error: { code: 'WORKER_CRASHED' },
+      });
       expect(status?.source).toMatch(/stallout-0001\.TIF$/);
       await new Promise((resolve) => setTimeout(resolve, 3_000));
       expect(readStatuses(out)).toHaveLength(1);
@@ -124,7 +163,10 @@ describe('a job whose workers keep dying', () => {
 describe('bad jobs', () => {
   it('refuses a job that fails validation at enqueue time, with the reason, and sends nothing to Redis', async () => {
     const env = fleetEnv();
-    const producer = await FaceProducer.connect({ prefix: env.FACEFLEET_PREFIX!, redisUrl: REDIS_URL });
+    const producer = await FaceProducer.connect({
+      prefix: env.FACEFLEET_PREFIX!,
+      redisUrl: REDIS_URL,
+    });
     try {
       const result = await producer.enqueue([
         { id: 'a' },
@@ -147,20 +189,38 @@ describe('bad jobs', () => {
   it('a worker fails a malformed job put straight into Redis with JOB_INVALID, and keeps running', async () => {
     const env = fleetEnv();
     const out = join(work, 'out-invalid');
-    const queue = new Queue('faces', { connection: { url: REDIS_URL }, prefix: env.FACEFLEET_PREFIX! });
+    const queue = new Queue('faces', {
+      connection: { url: REDIS_URL },
+      prefix: env.FACEFLEET_PREFIX!,
+    });
     try {
       const sink = launch(['sink', '--out', out], env);
       const worker = launch(['worker', '--concurrency', '1'], env);
-      await queue.add('image', { id: 'rogue', file: 42 } as never, { jobId: 'rogue-key', attempts: 3 });
-      await queue.add('image', { id: 'missing', file: '/nonexistent/x.jpg' }, { jobId: 'missing-key', attempts: 3 });
+      await queue.add('image', { id: 'rogue', file: 42 } as never, {
+        jobId: 'rogue-key',
+        attempts: 3,
+      });
+      await queue.add(
+        'image',
+        { id: 'missing', file: '/nonexistent/x.jpg' },
+        { jobId: 'missing-key', attempts: 3 },
+      );
 
       const statuses = await waitForStatuses(out, 2);
       const failed = await queue.getJobs(['failed']);
 
-      expect(statuses.find((s) => s.id === 'rogue')).toMatchObject({ status: 'failed', error: { code: 'JOB_INVALID' } });
-      expect(statuses.find((s) => s.id === 'missing')).toMatchObject({ status: 'failed', error: { code: 'FILE_NOT_FOUND' } });
+      expect(statuses.find((s) => s.id === 'rogue')).toMatchObject({
+        status: 'failed',
+        error: { code: 'JOB_INVALID' },
+      });
+      expect(statuses.find((s) => s.id === 'missing')).toMatchObject({
+        status: 'failed',
+        error: { code: 'FILE_NOT_FOUND' },
+      });
       // Input that can never succeed fails at once: one attempt, kept in the failed set with its code.
-      expect(failed.map((j) => [j.id, j.attemptsMade, j.failedReason.split(':')[0]]).sort()).toEqual([
+      expect(
+        failed.map((j) => [j.id, j.attemptsMade, j.failedReason.split(':')[0]]).sort(),
+      ).toEqual([
         ['missing-key', 1, 'FILE_NOT_FOUND'],
         ['rogue-key', 1, 'JOB_INVALID'],
       ]);
@@ -185,21 +245,40 @@ describe('a transient fault (a URL that times out once)', () => {
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/flaky-000001.jpg`;
-    const queue = new Queue('faces', { connection: { url: REDIS_URL }, prefix: env.FACEFLEET_PREFIX! });
+    const queue = new Queue('faces', {
+      connection: { url: REDIS_URL },
+      prefix: env.FACEFLEET_PREFIX!,
+    });
 
     try {
       launch(['sink', '--out', out], env);
       launch(['worker', '--concurrency', '1', '--url-timeout-ms', '500'], env);
-      const folder = linkFolder('listed', ['ageitgey_face_recognition/tests/test_images/biden.jpg', 'justadudewhohacks_face-api.js/test/images/white.png']);
+      const folder = linkFolder('listed', [
+        'ageitgey_face_recognition/tests/test_images/biden.jpg',
+        'justadudewhohacks_face-api.js/test/images/white.png',
+      ]);
       const list = `# an ingest list\n${url}\n\n${data('derived/empty.jpg')}\n${folder}\n`;
       const enqueued = await run(['enqueue', '--list', '-'], env, list);
       const statuses = await waitForStatuses(out, 4);
       const [job] = await queue.getJobs(['completed']);
 
       expect(enqueued.log).toContain('4 jobs added');
-      expect(statuses.filter((s) => s.id.toString().startsWith('listed-')).map((s) => s.status).sort()).toEqual(['no_faces', 'ok']);
-      expect(statuses.find((s) => s.id === 'flaky-000001')).toMatchObject({ status: 'ok', faces: 1, source: url, group: 'flaky' });
-      expect(statuses.find((s) => s.id === 'empty')).toMatchObject({ status: 'failed', error: { code: 'IMAGE_EMPTY' } });
+      expect(
+        statuses
+          .filter((s) => s.id.toString().startsWith('listed-'))
+          .map((s) => s.status)
+          .sort(),
+      ).toEqual(['no_faces', 'ok']);
+      expect(statuses.find((s) => s.id === 'flaky-000001')).toMatchObject({
+        status: 'ok',
+        faces: 1,
+        source: url,
+        group: 'flaky',
+      });
+      expect(statuses.find((s) => s.id === 'empty')).toMatchObject({
+        status: 'failed',
+        error: { code: 'IMAGE_EMPTY' },
+      });
       expect(requests).toBe(2);
       expect(job?.attemptsMade).toBe(2);
       expect(job?.stacktrace.join('\n') ?? '').toContain('URL_TIMEOUT');
@@ -217,7 +296,22 @@ describe('when Redis goes away in the middle of the run and comes back', () => {
     const dir = join(work, 'redis-outage');
     mkdirSync(dir);
     const startRedis = () => {
-      const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', ''], { stdio: 'ignore' });
+      const server = spawn(
+        'redis-server',
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--dir',
+          dir,
+          '--appendonly',
+          'yes',
+          '--save',
+          '',
+        ],
+        { stdio: 'ignore' },
+      );
       servers.push(server);
       return server;
     };
@@ -225,7 +319,19 @@ describe('when Redis goes away in the middle of the run and comes back', () => {
     await expect.poll(() => redisPing(port), { timeout: 10_000 }).toBe(true);
 
     const env = { ...fleetEnv(), REDIS_URL: `redis://127.0.0.1:${port}` };
-    const images = linkFolder('outage', Array.from({ length: 20 }, (_, i) => ['ageitgey_face_recognition/tests/test_images/obama.jpg', 'ageitgey_face_recognition/examples/two_people.jpg', 'justadudewhohacks_face-api.js/test/images/white.png', 'ageitgey_face_recognition/tests/test_images/biden.jpg'][i % 4]!));
+    const images = linkFolder(
+      'outage',
+      Array.from(
+        { length: 20 },
+        (_, i) =>
+          [
+            'ageitgey_face_recognition/tests/test_images/obama.jpg',
+            'ageitgey_face_recognition/examples/two_people.jpg',
+            'justadudewhohacks_face-api.js/test/images/white.png',
+            'ageitgey_face_recognition/tests/test_images/biden.jpg',
+          ][i % 4]!,
+      ),
+    );
     const out = join(work, 'out-outage');
     const sink = launch(['sink', '--out', out], env);
     const worker = launch(['worker', '--concurrency', '1'], env);
@@ -261,28 +367,45 @@ describe('a second sink on the same fleet', () => {
     const second = await run(['sink', '--out', join(work, 'sink-two')], env);
 
     expect(second.code).toBe(1);
-    expect(second.log).toMatch(/another sink \(sink:[^)]+\) already takes the results of fleet "fftest-[0-9a-f]+"/);
+    expect(second.log).toMatch(
+      /another sink \(sink:[^)]+\) already takes the results of fleet "fftest-[0-9a-f]+"/,
+    );
     expect(first.child.exitCode).toBeNull();
   });
 });
 
 describe('when nothing answers at REDIS_URL', () => {
-  it.each([['enqueue', 'derived'], ['status']])('facefleet %s says so and exits 1 at once', async (command, folder) => {
-    const started = Date.now();
-    const result = await run([command!, ...(folder ? [data(folder)] : [])], { REDIS_URL: 'redis://127.0.0.1:1' });
+  it.each([['enqueue', 'derived'], ['status']])(
+    'facefleet %s says so and exits 1 at once',
+    async (command, folder) => {
+      const started = Date.now();
+      const result = await run([command!, ...(folder ? [data(folder)] : [])], {
+        REDIS_URL: 'redis://127.0.0.1:1',
+      });
 
-    expect(result.code).toBe(1);
-    expect(result.log).toMatch(/^facefleet: cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(.*ECONNREFUSED.*\); start Redis or set REDIS_URL\n$/);
-    expect(Date.now() - started).toBeLessThan(15_000);
-  });
+      expect(result.code).toBe(1);
+      expect(result.log).toMatch(
+        /^facefleet: cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(.*ECONNREFUSED.*\); start Redis or set REDIS_URL\n$/,
+      );
+      expect(Date.now() - started).toBeLessThan(15_000);
+    },
+  );
 });
 
 describe('facefleet up where Redis does not run but is installed', () => {
   it('starts a private redis-server, processes a folder end to end, and stops it on SIGTERM', async () => {
     const port = await freePort();
-    const env = { ...fleetEnv(), REDIS_URL: `redis://127.0.0.1:${port}`, XDG_STATE_HOME: join(work, 'state') };
+    const env = {
+      ...fleetEnv(),
+      REDIS_URL: `redis://127.0.0.1:${port}`,
+      XDG_STATE_HOME: join(work, 'state'),
+    };
     const out = join(work, 'out-up');
-    const images = linkFolder('up', ['ageitgey_face_recognition/tests/test_images/obama.jpg', 'ageitgey_face_recognition/examples/two_people.jpg', 'derived/empty.jpg']);
+    const images = linkFolder('up', [
+      'ageitgey_face_recognition/tests/test_images/obama.jpg',
+      'ageitgey_face_recognition/examples/two_people.jpg',
+      'derived/empty.jpg',
+    ]);
     expect(redisPing(port)).toBe(false);
 
     const fleet = launch(['up', '--workers', '1', '--out', out, '--port', '0'], env);

@@ -6,7 +6,14 @@ import { FaceEngine } from '@facefleet/engine';
 import { FaceProducer } from '@facefleet/fleet';
 import { ERROR_CODES, jobKey } from '@facefleet/protocol';
 import { data } from './helpers.js';
-import { freshPrefix, obliterate, start, waitForLog, waitForStatuses, type Running } from './fleet-helpers.js';
+import {
+  freshPrefix,
+  obliterate,
+  start,
+  waitForLog,
+  waitForStatuses,
+  type Running,
+} from './fleet-helpers.js';
 
 const SEED = 20261203;
 const COUNT = 1000;
@@ -20,7 +27,13 @@ const SOURCES = [
   'lovell_sharp/test/fixtures/2x2_fdcce6.png',
   'lovell_sharp/test/fixtures/Landscape_6.jpg',
 ];
-const HEADERS = [Buffer.from('89504e470d0a1a0a', 'hex'), Buffer.from('ffd8ffe0', 'hex'), Buffer.from('RIFF\0\0\0\0WEBP'), Buffer.from('GIF89a'), Buffer.from('II*\0')];
+const HEADERS = [
+  Buffer.from('89504e470d0a1a0a', 'hex'),
+  Buffer.from('ffd8ffe0', 'hex'),
+  Buffer.from('RIFF\0\0\0\0WEBP'),
+  Buffer.from('GIF89a'),
+  Buffer.from('II*\0'),
+];
 
 /** A small, seeded generator (mulberry32): the same mutations on every run and machine. */
 function random(seed: number): () => number {
@@ -40,13 +53,19 @@ function mutate(original: Buffer, rand: () => number): Buffer {
   const at = () => Math.floor(rand() * bytes.length);
   for (let steps = 1 + Math.floor(rand() * 3); steps > 0; steps -= 1) {
     const kind = Math.floor(rand() * 5);
-    if (kind === 0) for (let n = 1 + Math.floor(rand() * 32); n > 0; n -= 1) bytes[at()]! ^= 1 << Math.floor(rand() * 8);
+    if (kind === 0)
+      for (let n = 1 + Math.floor(rand() * 32); n > 0; n -= 1)
+        bytes[at()]! ^= 1 << Math.floor(rand() * 8);
     else if (kind === 1) bytes = bytes.subarray(0, at());
     else if (kind === 2) HEADERS[Math.floor(rand() * HEADERS.length)]!.copy(bytes, 0);
     else if (kind === 3) bytes.fill(0, at(), at());
     else {
       const from = at();
-      bytes = Buffer.concat([bytes.subarray(0, from), bytes.subarray(from, from + 4096), bytes.subarray(from)]);
+      bytes = Buffer.concat([
+        bytes.subarray(0, from),
+        bytes.subarray(from, from + 4096),
+        bytes.subarray(from),
+      ]);
     }
   }
   return bytes;
@@ -59,10 +78,16 @@ const prefixes: string[] = [];
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'facefleet-fuzz-'));
   const rand = random(SEED);
-  const originals = SOURCES.map((s) => ({ bytes: readFileSync(data(s)), ext: s.slice(s.lastIndexOf('.')) }));
+  const originals = SOURCES.map((s) => ({
+    bytes: readFileSync(data(s)),
+    ext: s.slice(s.lastIndexOf('.')),
+  }));
   for (let i = 0; i < COUNT; i += 1) {
     const source = originals[i % originals.length]!;
-    writeFileSync(join(dir, `fuzz-${String(i).padStart(4, '0')}${source.ext}`), mutate(source.bytes, rand));
+    writeFileSync(
+      join(dir, `fuzz-${String(i).padStart(4, '0')}${source.ext}`),
+      mutate(source.bytes, rand),
+    );
   }
 });
 
@@ -79,14 +104,19 @@ describe(`${COUNT} mutated images (seed ${SEED})`, () => {
     const tensors = engine.tensorCount();
     const outcomes = new Map<string, number>();
     for (const [i, name] of readdirSync(dir).sort().entries()) {
-      const result = await engine.process({ id: name, file: join(dir, name), options: { aligned: i % 5 !== 0 } });
+      const result = await engine.process({
+        id: name,
+        file: join(dir, name),
+        options: { aligned: i % 5 !== 0 },
+      });
       const outcome = result.status.error?.code ?? result.status.status;
       outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
     }
 
     const total = [...outcomes.values()].reduce((a, b) => a + b, 0);
     expect(total).toBe(COUNT);
-    for (const outcome of outcomes.keys()) expect(['ok', 'no_faces', ...ERROR_CODES]).toContain(outcome);
+    for (const outcome of outcomes.keys())
+      expect(['ok', 'no_faces', ...ERROR_CODES]).toContain(outcome);
     expect(outcomes.get('INTERNAL') ?? 0).toBe(0);
     // Mutants are a mix: some still decode, some are refused for what they are.
     expect((outcomes.get('ok') ?? 0) + (outcomes.get('no_faces') ?? 0)).toBeGreaterThan(100);
@@ -106,7 +136,9 @@ describe(`${COUNT} mutated images (seed ${SEED})`, () => {
 
     const producer = await FaceProducer.connect({ prefix });
     try {
-      const jobs = readdirSync(dir).sort().map((name, i) => ({ id: name, file: join(dir, name), options: { aligned: i % 5 !== 0 } }));
+      const jobs = readdirSync(dir)
+        .sort()
+        .map((name, i) => ({ id: name, file: join(dir, name), options: { aligned: i % 5 !== 0 } }));
       expect((await producer.enqueue(jobs)).added).toBe(COUNT);
     } finally {
       await producer.close();
@@ -114,8 +146,12 @@ describe(`${COUNT} mutated images (seed ${SEED})`, () => {
     const statuses = await waitForStatuses(out, COUNT, 600_000);
 
     expect(statuses).toHaveLength(COUNT);
-    expect(new Set(statuses.map((s) => s.key))).toEqual(new Set(readdirSync(dir).map((f) => jobKey({ file: join(dir, f) }))));
-    expect(statuses.filter((s) => s.error?.code === 'INTERNAL' || s.error?.code === 'WORKER_CRASHED')).toEqual([]);
+    expect(new Set(statuses.map((s) => s.key))).toEqual(
+      new Set(readdirSync(dir).map((f) => jobKey({ file: join(dir, f) }))),
+    );
+    expect(
+      statuses.filter((s) => s.error?.code === 'INTERNAL' || s.error?.code === 'WORKER_CRASHED'),
+    ).toEqual([]);
     expect(worker.child.exitCode).toBeNull();
     expect(worker.log()).not.toMatch(/inference process died/);
     rmSync(out, { recursive: true, force: true });

@@ -31,8 +31,12 @@ afterAll(() => rmSync(join(root, '..'), { recursive: true, force: true }));
 
 describe('file jobs over HTTP and FACEFLEET_FILE_ROOTS', () => {
   it('takes a file under a root, and a missing one there too (the worker says FILE_NOT_FOUND)', async () => {
-    expect(await refusal(join(root, 'sub', 'in.jpg'), [root])).toEqual({ allowed: join(root, 'sub', 'in.jpg') });
-    expect(await refusal(join(root, 'sub', 'nope.jpg'), [root])).toEqual({ allowed: join(root, 'sub', 'nope.jpg') });
+    expect(await refusal(join(root, 'sub', 'in.jpg'), [root])).toEqual({
+      allowed: join(root, 'sub', 'in.jpg'),
+    });
+    expect(await refusal(join(root, 'sub', 'nope.jpg'), [root])).toEqual({
+      allowed: join(root, 'sub', 'nope.jpg'),
+    });
   });
 
   it.each([
@@ -56,7 +60,9 @@ describe('file jobs over HTTP and FACEFLEET_FILE_ROOTS', () => {
   });
 
   it('refuses every file when no root is configured, and relative paths always', async () => {
-    expect(await refusal(join(root, 'sub', 'in.jpg'), [])).toMatchObject({ code: 'FILE_NOT_ALLOWED' });
+    expect(await refusal(join(root, 'sub', 'in.jpg'), [])).toMatchObject({
+      code: 'FILE_NOT_ALLOWED',
+    });
     expect(await refusal('sub/in.jpg', [root])).toMatchObject({ code: 'FILE_NOT_ALLOWED' });
   });
 });

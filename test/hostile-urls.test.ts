@@ -16,7 +16,10 @@ interface Loopback {
 }
 
 /** A test server on a loopback address, counting the requests that reach it and the bytes it sent. */
-async function loopback(host: string, handler: (path: string, res: import('node:http').ServerResponse, sent: { bytes: number }) => void): Promise<Loopback> {
+async function loopback(
+  host: string,
+  handler: (path: string, res: import('node:http').ServerResponse, sent: { bytes: number }) => void,
+): Promise<Loopback> {
   const hits: string[] = [];
   const sent = { bytes: 0 };
   const server = createServer((req, res) => {
@@ -24,7 +27,12 @@ async function loopback(host: string, handler: (path: string, res: import('node:
     handler(req.url ?? '', res, sent);
   });
   await new Promise<void>((resolve) => server.listen(0, host, resolve));
-  return { server, base: `http://${host}:${(server.address() as { port: number }).port}`, hits, sent };
+  return {
+    server,
+    base: `http://${host}:${(server.address() as { port: number }).port}`,
+    hits,
+    sent,
+  };
 }
 
 let engine: FaceEngine;
@@ -39,10 +47,15 @@ async function codeOf(e: FaceEngine, url: string): Promise<string | undefined> {
 beforeAll(async () => {
   target = await loopback('127.0.0.1', (path, res, sent) => {
     if (path === '/face.jpg') return res.writeHead(200, { 'content-type': 'image/jpeg' }).end(JPEG);
-    if (path === '/page.html') return res.writeHead(200, { 'content-type': 'text/html' }).end('<html>hi</html>');
+    if (path === '/page.html')
+      return res.writeHead(200, { 'content-type': 'text/html' }).end('<html>hi</html>');
     if (path === '/loop') return res.writeHead(302, { location: '/loop' }).end();
-    if (path === '/slow') return res.writeHead(200, { 'content-type': 'image/jpeg' }).write(JPEG.subarray(0, 100));
-    if (path === '/huge-declared') return res.writeHead(200, { 'content-type': 'image/jpeg', 'content-length': String(2 ** 31) }).write(JPEG);
+    if (path === '/slow')
+      return res.writeHead(200, { 'content-type': 'image/jpeg' }).write(JPEG.subarray(0, 100));
+    if (path === '/huge-declared')
+      return res
+        .writeHead(200, { 'content-type': 'image/jpeg', 'content-length': String(2 ** 31) })
+        .write(JPEG);
     if (path === '/huge-chunked') {
       res.writeHead(200, { 'content-type': 'image/jpeg' });
       const chunk = Buffer.alloc(64 * 1024, 0xff);
@@ -59,12 +72,23 @@ beforeAll(async () => {
   });
   // The "public" host: exempted by FACEFLEET_URL_ALLOW, and redirecting to a private one.
   front = await loopback('127.0.0.2', (path, res) => {
-    if (path === '/to-private') return res.writeHead(302, { location: `${target.base}/face.jpg` }).end();
+    if (path === '/to-private')
+      return res.writeHead(302, { location: `${target.base}/face.jpg` }).end();
     if (path === '/face.jpg') return res.writeHead(200, { 'content-type': 'image/jpeg' }).end(JPEG);
     res.writeHead(404).end();
   });
-  engine = await FaceEngine.create({ backend: 'wasm', urlAllow: ['127.0.0.2'], urlTimeoutMs: 1_500, maxBytes: MAX_BYTES });
-  allowedEngine = await FaceEngine.create({ backend: 'wasm', urlAllow: ['127.0.0.0/8'], urlTimeoutMs: 1_500, maxBytes: MAX_BYTES });
+  engine = await FaceEngine.create({
+    backend: 'wasm',
+    urlAllow: ['127.0.0.2'],
+    urlTimeoutMs: 1_500,
+    maxBytes: MAX_BYTES,
+  });
+  allowedEngine = await FaceEngine.create({
+    backend: 'wasm',
+    urlAllow: ['127.0.0.0/8'],
+    urlTimeoutMs: 1_500,
+    maxBytes: MAX_BYTES,
+  });
 });
 
 afterAll(() => {
@@ -81,7 +105,9 @@ describe('URL jobs and private addresses', () => {
   });
 
   it('refuses a name that resolves to loopback (localhost), checked on the resolved address', async () => {
-    expect(await codeOf(engine, `${target.base.replace('127.0.0.1', 'localhost')}/face.jpg`)).toBe('URL_FORBIDDEN');
+    expect(await codeOf(engine, `${target.base.replace('127.0.0.1', 'localhost')}/face.jpg`)).toBe(
+      'URL_FORBIDDEN',
+    );
     expect(target.hits).toEqual([]);
   });
 
@@ -92,8 +118,12 @@ describe('URL jobs and private addresses', () => {
   });
 
   it('fetches from an allowed host, and from loopback when a CIDR range allows it', async () => {
-    expect((await engine.process({ id: 'u', url: `${front.base}/face.jpg` } as Job)).status).toMatchObject({ status: 'ok', faces: 1 });
-    expect((await allowedEngine.process({ id: 'u', url: `${target.base}/face.jpg` } as Job)).status).toMatchObject({ status: 'ok', faces: 1 });
+    expect(
+      (await engine.process({ id: 'u', url: `${front.base}/face.jpg` } as Job)).status,
+    ).toMatchObject({ status: 'ok', faces: 1 });
+    expect(
+      (await allowedEngine.process({ id: 'u', url: `${target.base}/face.jpg` } as Job)).status,
+    ).toMatchObject({ status: 'ok', faces: 1 });
   });
 
   it.each([
@@ -114,8 +144,12 @@ describe('URL jobs and private addresses', () => {
   });
 
   it('lets a CIDR range in FACEFLEET_URL_ALLOW exempt an address literal', () => {
-    expect(() => new UrlPolicy(['10.0.0.0/8'], 1_000).check(new URL('http://10.1.2.3/x.jpg'))).not.toThrow();
-    expect(() => new UrlPolicy(['10.0.0.0/8'], 1_000).check(new URL('http://192.168.1.1/x.jpg'))).toThrow(FaceFleetError);
+    expect(() =>
+      new UrlPolicy(['10.0.0.0/8'], 1_000).check(new URL('http://10.1.2.3/x.jpg')),
+    ).not.toThrow();
+    expect(() =>
+      new UrlPolicy(['10.0.0.0/8'], 1_000).check(new URL('http://192.168.1.1/x.jpg')),
+    ).toThrow(FaceFleetError);
   });
 });
 
@@ -123,7 +157,9 @@ describe('data jobs over the byte limit', () => {
   it('are refused from the length of the base64 text, before it is decoded', async () => {
     const data = Buffer.alloc(MAX_BYTES + 1024 * 1024, 1).toString('base64');
 
-    expect((await engine.process({ id: 'd', data } as Job)).status.error?.code).toBe('DATA_TOO_LARGE');
+    expect((await engine.process({ id: 'd', data } as Job)).status.error?.code).toBe(
+      'DATA_TOO_LARGE',
+    );
   });
 });
 
@@ -149,6 +185,9 @@ describe('URL jobs and hostile servers', () => {
   it('refuses an answer that is not an image before decoding it', async () => {
     const result = await allowedEngine.process({ id: 'u', url: `${target.base}/page.html` } as Job);
 
-    expect(result.status.error).toMatchObject({ code: 'URL_NOT_IMAGE', message: expect.stringContaining('text/html') });
+    expect(result.status.error).toMatchObject({
+      code: 'URL_NOT_IMAGE',
+      message: expect.stringContaining('text/html'),
+    });
   });
 });

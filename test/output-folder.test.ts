@@ -1,4 +1,11 @@
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -6,8 +13,15 @@ import { FolderBusyError, OutputFolder, STATUS_FILE } from '@facefleet/fleet';
 import type { ImageResult } from '@facefleet/protocol';
 
 function result(id: string, faces: number): ImageResult {
-  const records = Array.from({ length: faces }, (_, i) => ({ id, bbox: [i, 2, 3, 4] as [number, number, number, number], embed: Array(128).fill(i) }));
-  return { status: { id, key: `file_${id}`, status: faces > 0 ? 'ok' : 'no_faces', faces }, records };
+  const records = Array.from({ length: faces }, (_, i) => ({
+    id,
+    bbox: [i, 2, 3, 4] as [number, number, number, number],
+    embed: Array(128).fill(i),
+  }));
+  return {
+    status: { id, key: `file_${id}`, status: faces > 0 ? 'ok' : 'no_faces', faces },
+    records,
+  };
 }
 
 function lines(path: string): string[] {
@@ -30,7 +44,11 @@ describe('OutputFolder', () => {
 
     expect(lines(join(dir, 'news.json'))).toHaveLength(2);
     expect(lines(join(dir, 'faces.json'))).toHaveLength(1);
-    expect(lines(join(dir, STATUS_FILE)).map((l) => JSON.parse(l).group)).toEqual(['news', 'news', 'faces']);
+    expect(lines(join(dir, STATUS_FILE)).map((l) => JSON.parse(l).group)).toEqual([
+      'news',
+      'news',
+      'faces',
+    ]);
   });
 
   it('when reopened, skips images already written', () => {
@@ -46,7 +64,10 @@ describe('OutputFolder', () => {
     const out = OutputFolder.open(dir);
     out.write(result('a-1', 2));
     // The crash: records of a-2 written, a torn third line, and no status line for a-2.
-    appendFileSync(join(dir, 'a.json'), `${JSON.stringify(result('a-2', 1).records[0])}\n{"id":"a-2","bb`);
+    appendFileSync(
+      join(dir, 'a.json'),
+      `${JSON.stringify(result('a-2', 1).records[0])}\n{"id":"a-2","bb`,
+    );
     appendFileSync(join(dir, STATUS_FILE), '{"id":"a-2","sta');
 
     const resumed = OutputFolder.open(dir);
@@ -67,7 +88,10 @@ describe('OutputFolder and failed images', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   function failed(id: string, code: 'IMAGE_EMPTY' | 'URL_TIMEOUT'): ImageResult {
-    return { status: { id, key: `file_${id}`, status: 'failed', faces: 0, error: { code, message: 'm' } }, records: [] };
+    return {
+      status: { id, key: `file_${id}`, status: 'failed', faces: 0, error: { code, message: 'm' } },
+      records: [],
+    };
   }
 
   it('counts a permanent failure as done, a retryable one as not, and every failure as not with retryFailed', () => {

@@ -1,9 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import { FaceRecordSchema, groupOf, idFromPath, ImageStatusSchema, jobKey, JobSchema } from '@facefleet/protocol';
+import {
+  FaceRecordSchema,
+  groupOf,
+  idFromPath,
+  ImageStatusSchema,
+  jobKey,
+  JobSchema,
+} from '@facefleet/protocol';
 
 describe('groupOf', () => {
   it('drops a trailing -<digits> frame number: one file per broadcast', () => {
-    expect(groupOf('RUSSIA24_20230306_123000_RIK_Rossiya_24-000382')).toBe('RUSSIA24_20230306_123000_RIK_Rossiya_24');
+    expect(groupOf('RUSSIA24_20230306_123000_RIK_Rossiya_24-000382')).toBe(
+      'RUSSIA24_20230306_123000_RIK_Rossiya_24',
+    );
   });
 
   it('sends ids without a frame number to faces', () => {
@@ -58,8 +67,15 @@ describe('the wire format', () => {
   });
 
   it('requires a registered error code on a status', () => {
-    const status = { id: 'x', status: 'failed', faces: 0, error: { code: 'IMAGE_EMPTY', message: 'm' } };
+    const status = {
+      id: 'x',
+      status: 'failed',
+      faces: 0,
+      error: { code: 'IMAGE_EMPTY', message: 'm' },
+    };
     expect(ImageStatusSchema.safeParse(status).success).toBe(true);
-    expect(ImageStatusSchema.safeParse({ ...status, error: { code: 'NOPE', message: 'm' } }).success).toBe(false);
+    expect(
+      ImageStatusSchema.safeParse({ ...status, error: { code: 'NOPE', message: 'm' } }).success,
+    ).toBe(false);
   });
 });

@@ -8,15 +8,29 @@ const IMAGES = 2000;
 
 describe(`a soak of ${IMAGES} images through one inference process`, () => {
   it('keeps resident memory within 10% of where it was after 200 images, and the tensor count flat', async () => {
-    const pool = await EnginePool.start({ processes: 1, engine: { backend: 'wasm' }, logger: createLogger('soak', 'silent'), logLevel: 'silent' });
+    const pool = await EnginePool.start({
+      processes: 1,
+      engine: { backend: 'wasm' },
+      logger: createLogger('soak', 'silent'),
+      logLevel: 'silent',
+    });
     const chips = data('justadudewhohacks_face-recognition.js/examples/data/faces');
-    const photos = ['ageitgey_face_recognition/tests/test_images/obama.jpg', 'ageitgey_face_recognition/examples/two_people.jpg', 'justadudewhohacks_face-api.js/test/images/faces.jpg', 'derived/obama_cmyk.jpg', 'derived/empty.jpg'].map(data);
+    const photos = [
+      'ageitgey_face_recognition/tests/test_images/obama.jpg',
+      'ageitgey_face_recognition/examples/two_people.jpg',
+      'justadudewhohacks_face-api.js/test/images/faces.jpg',
+      'derived/obama_cmyk.jpg',
+      'derived/empty.jpg',
+    ].map(data);
     const files = readdirSync(chips).map((f) => join(chips, f));
     try {
       const samples: PoolOutcome[] = [];
       for (let i = 0; i < IMAGES; i += 1) {
         // Every fourth image is a photo through detection; the rest are chips in aligned mode.
-        const job = i % 4 === 0 ? { id: i, file: photos[(i / 4) % photos.length]! } : { id: i, file: files[i % files.length]!, options: { aligned: true } };
+        const job =
+          i % 4 === 0
+            ? { id: i, file: photos[(i / 4) % photos.length]! }
+            : { id: i, file: files[i % files.length]!, options: { aligned: true } };
         samples.push(await pool.run(job));
       }
       const at200 = samples[199]!;
@@ -26,7 +40,9 @@ describe(`a soak of ${IMAGES} images through one inference process`, () => {
       expect(new Set(samples.map((s) => s.pid)).size).toBe(1);
       expect(at2000.tensors).toBe(at200.tensors);
       expect(at2000.rss).toBeLessThanOrEqual(at200.rss * 1.1);
-      console.info(`soak: rss ${Math.round(at200.rss / 2 ** 20)} MiB after 200, ${Math.round(at2000.rss / 2 ** 20)} MiB after ${IMAGES}; tensors ${at2000.tensors}`);
+      console.info(
+        `soak: rss ${Math.round(at200.rss / 2 ** 20)} MiB after 200, ${Math.round(at2000.rss / 2 ** 20)} MiB after ${IMAGES}; tensors ${at2000.tensors}`,
+      );
     } finally {
       await pool.close();
     }

@@ -14,7 +14,11 @@ export const ApiConfigSchema = z
     /** The most jobs in one POST /v1/jobs. */
     maxBatch: z.number().int().positive().default(1000),
     /** The largest request body; base64 data makes images a third larger. */
-    maxBodyBytes: z.number().int().positive().default(48 * 1024 * 1024),
+    maxBodyBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(48 * 1024 * 1024),
     /** How long POST /faceembed waits for its job. */
     waitTimeoutMs: z.number().int().positive().default(120_000),
     /** Interactive requests allowed to wait at once in this process; more get 503. */
@@ -30,18 +34,29 @@ export type ApiConfigInput = z.input<typeof ApiConfigSchema>;
  * FACEFLEET_ALLOW_EXIT (1/true), FACEFLEET_API_PORT and FACEFLEET_MAX_BODY_BYTES, over defaults. Every bad value is
  * reported in one error.
  */
-export function apiConfig(input: ApiConfigInput = {}, env: NodeJS.ProcessEnv = process.env): ApiConfig {
+export function apiConfig(
+  input: ApiConfigInput = {},
+  env: NodeJS.ProcessEnv = process.env,
+): ApiConfig {
   const fromEnv: ApiConfigInput = {
     ...(env.FACEFLEET_TOKEN ? { token: env.FACEFLEET_TOKEN } : {}),
-    ...(env.FACEFLEET_FILE_ROOTS ? { fileRoots: env.FACEFLEET_FILE_ROOTS.split(':').filter(Boolean) } : {}),
-    ...(env.FACEFLEET_ALLOW_EXIT ? { allowExit: ['1', 'true', 'yes'].includes(env.FACEFLEET_ALLOW_EXIT.toLowerCase()) } : {}),
+    ...(env.FACEFLEET_FILE_ROOTS
+      ? { fileRoots: env.FACEFLEET_FILE_ROOTS.split(':').filter(Boolean) }
+      : {}),
+    ...(env.FACEFLEET_ALLOW_EXIT
+      ? { allowExit: ['1', 'true', 'yes'].includes(env.FACEFLEET_ALLOW_EXIT.toLowerCase()) }
+      : {}),
     ...(env.FACEFLEET_API_PORT ? { port: Number(env.FACEFLEET_API_PORT) } : {}),
     ...(env.FACEFLEET_MAX_BODY_BYTES ? { maxBodyBytes: Number(env.FACEFLEET_MAX_BODY_BYTES) } : {}),
   };
   const parsed = ApiConfigSchema.safeParse({ ...fromEnv, ...input });
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${String(i.path[0] ?? '')}: ${i.message}`).join('; ');
-    throw new Error(`invalid API configuration (${problems}); see FACEFLEET_TOKEN, FACEFLEET_FILE_ROOTS, FACEFLEET_ALLOW_EXIT`);
+    const problems = parsed.error.issues
+      .map((i) => `${String(i.path[0] ?? '')}: ${i.message}`)
+      .join('; ');
+    throw new Error(
+      `invalid API configuration (${problems}); see FACEFLEET_TOKEN, FACEFLEET_FILE_ROOTS, FACEFLEET_ALLOW_EXIT`,
+    );
   }
   return parsed.data;
 }

@@ -26,6 +26,7 @@ export function sendError(reply: FastifyReply, code: ErrorCode, message: string)
 export function parseFailedReason(reason: string): { code: ErrorCode; message: string } {
   const match = /^([A-Z0-9_]+): (.*)$/s.exec(reason);
   const code = match?.[1];
-  if (code && Object.hasOwn(ERRORS, code)) return { code: code as ErrorCode, message: match[2] ?? reason };
+  if (code && Object.hasOwn(ERRORS, code))
+    return { code: code as ErrorCode, message: match[2] ?? reason };
   return { code: 'INTERNAL', message: reason };
 }

@@ -9,10 +9,16 @@ import { ApiError } from './errors.js';
  * the worker reads.
  */
 export async function allowedFile(path: string, roots: readonly string[]): Promise<string> {
-  const refuse = () => new ApiError('FILE_NOT_ALLOWED', 'file jobs over HTTP may only name files under FACEFLEET_FILE_ROOTS');
+  const refuse = () =>
+    new ApiError(
+      'FILE_NOT_ALLOWED',
+      'file jobs over HTTP may only name files under FACEFLEET_FILE_ROOTS',
+    );
   if (roots.length === 0 || !isAbsolute(path)) throw refuse();
 
-  const realRoots = await Promise.all(roots.map((root) => realpath(root).catch(() => resolve(root))));
+  const realRoots = await Promise.all(
+    roots.map((root) => realpath(root).catch(() => resolve(root))),
+  );
   const real = await resolveExisting(resolve(path));
   if (!realRoots.some((root) => within(real, root))) throw refuse();
   return real;

@@ -1,5 +1,12 @@
 import { QueueEvents } from 'bullmq';
-import { connectionOptions, FaceProducer, fleetConfig, resultsQueue, type FleetConfig, type ResultsQueue } from '@facefleet/fleet';
+import {
+  connectionOptions,
+  FaceProducer,
+  fleetConfig,
+  resultsQueue,
+  type FleetConfig,
+  type ResultsQueue,
+} from '@facefleet/fleet';
 import { QUEUES } from '@facefleet/protocol';
 
 /** The fleet as the API sees it: a producer, the results queue, and the jobs queue's events. */
@@ -17,7 +24,10 @@ export class FleetClient {
   static async connect(config: FleetConfig = fleetConfig()): Promise<FleetClient> {
     const producer = await FaceProducer.connect(config, 'service');
     const results = resultsQueue(config, 'service');
-    const events = new QueueEvents(QUEUES.jobs, { connection: connectionOptions(config, 'worker'), prefix: config.prefix });
+    const events = new QueueEvents(QUEUES.jobs, {
+      connection: connectionOptions(config, 'worker'),
+      prefix: config.prefix,
+    });
     results.on('error', () => undefined);
     events.on('error', () => undefined);
     await Promise.all([results.waitUntilReady(), events.waitUntilReady()]);

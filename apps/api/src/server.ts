@@ -24,7 +24,8 @@ function nesting(text: string): number {
   for (let i = 0; i < text.length; i += 1) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 92) i += 1; // a backslash escapes the next character
+      if (c === 92)
+        i += 1; // a backslash escapes the next character
       else if (c === 34) inString = false;
     } else if (c === 34) inString = true;
     else if (c === 123 || c === 91) deepest = Math.max(deepest, ++depth);
@@ -56,7 +57,10 @@ export async function buildServer(options: ApiServerOptions): Promise<FastifyIns
   app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
     const text = body as string;
     if (nesting(text) > MAX_JSON_DEPTH) {
-      return done(new ApiError('REQUEST_MALFORMED', `the body nests deeper than ${MAX_JSON_DEPTH} levels`), undefined);
+      return done(
+        new ApiError('REQUEST_MALFORMED', `the body nests deeper than ${MAX_JSON_DEPTH} levels`),
+        undefined,
+      );
     }
     try {
       done(null, JSON.parse(text));
@@ -76,14 +80,23 @@ export async function buildServer(options: ApiServerOptions): Promise<FastifyIns
   app.setErrorHandler((error, request, reply) => {
     if (error instanceof ApiError) return sendError(reply, error.code, error.message);
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
-    if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sendError(reply, 'REQUEST_TOO_LARGE', `bodies are limited to ${config.maxBodyBytes} bytes`);
-    if (fastifyError.statusCode !== undefined && fastifyError.statusCode < 500) return sendError(reply, 'REQUEST_MALFORMED', fastifyError.message);
-    if (isRedisDown(error)) return sendError(reply, 'REDIS_UNAVAILABLE', 'the queue (Redis) does not answer right now');
+    if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+      return sendError(
+        reply,
+        'REQUEST_TOO_LARGE',
+        `bodies are limited to ${config.maxBodyBytes} bytes`,
+      );
+    if (fastifyError.statusCode !== undefined && fastifyError.statusCode < 500)
+      return sendError(reply, 'REQUEST_MALFORMED', fastifyError.message);
+    if (isRedisDown(error))
+      return sendError(reply, 'REDIS_UNAVAILABLE', 'the queue (Redis) does not answer right now');
 
     request.log.error({ err: error }, 'request failed');
     return sendError(reply, 'INTERNAL', 'the server could not handle this request');
   });
-  app.setNotFoundHandler((request, reply) => sendError(reply, 'NOT_FOUND', `no endpoint ${request.method} ${request.url}`));
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, 'NOT_FOUND', `no endpoint ${request.method} ${request.url}`),
+  );
 
   healthRoutes(app, fleet);
   faceembedRoutes(app, config, fleet, options.onExit ?? (() => undefined));

@@ -5,7 +5,11 @@ import { fileURLToPath } from 'node:url';
  * The HTTP API runs as its own process (apps import packages, never each other): this starts
  * `@facefleet/api`'s entry point with the same environment, its output on our stderr.
  */
-export function spawnApi(options: { port?: number; host?: string; logLevel?: string }): ChildProcess {
+export function spawnApi(options: {
+  port?: number;
+  host?: string;
+  logLevel?: string;
+}): ChildProcess {
   const main = fileURLToPath(import.meta.resolve('@facefleet/api/main'));
   const args = [main];
   if (options.port !== undefined) args.push('--port', String(options.port));

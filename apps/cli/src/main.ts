@@ -21,14 +21,24 @@ program
   .command('embed')
   .description('embed the faces of image files and folders (walked recursively), without Redis')
   .argument('<paths...>', 'image files and directories')
-  .option('-o, --out <dir>', 'write <group>.json files and _status.jsonl here (resumable) instead of stdout')
-  .option('-g, --group <regex>', 'group rule: first capture group (or whole match) of the id names the output file')
+  .option(
+    '-o, --out <dir>',
+    'write <group>.json files and _status.jsonl here (resumable) instead of stdout',
+  )
+  .option(
+    '-g, --group <regex>',
+    'group rule: first capture group (or whole match) of the id names the output file',
+  )
   .option('-w, --workers <n>', 'inference processes', String(availableParallelism()))
   .option('-c, --min-confidence <x>', 'minimum detector score, 0..1', '0.5')
   .option('--aligned', 'take each image as one aligned face chip (no detection)')
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
   .option('--max-pixels <n>', 'refuse images with more pixels than this', '100000000')
-  .option('--max-jobs-per-process <n>', 'recycle an inference process after n images (0 = never)', '0')
+  .option(
+    '--max-jobs-per-process <n>',
+    'recycle an inference process after n images (0 = never)',
+    '0',
+  )
   .option('--retry-failed', 'with --out: process again the images whose last status is failed')
   .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
   .action(async (paths: string[], options: Record<string, unknown>) => {
@@ -37,11 +47,16 @@ program
 
 program
   .command('enqueue')
-  .description('put image jobs into the Redis queue (REDIS_URL), in bulk; the same image is never queued twice')
+  .description(
+    'put image jobs into the Redis queue (REDIS_URL), in bulk; the same image is never queued twice',
+  )
   .argument('[paths...]', 'image files and directories (walked recursively)')
   .option('-l, --list <file>', 'also take one path or URL per line from this file (- for stdin)')
   .option('-g, --group <regex>', 'group rule applied at enqueue (else the sink applies its own)')
-  .option('-p, --priority <n>', 'BullMQ priority, 1 (highest) to 2097152; default: plain FIFO, behind interactive calls')
+  .option(
+    '-p, --priority <n>',
+    'BullMQ priority, 1 (highest) to 2097152; default: plain FIFO, behind interactive calls',
+  )
   .option('--batch <n>', 'jobs per round trip to Redis', '500')
   .action(async (paths: string[], options: Record<string, unknown>) => {
     process.exitCode = await enqueue(paths, options);
@@ -50,12 +65,13 @@ program
 withWorkerOptions(
   program
     .command('worker')
-    .description('consume image jobs from Redis with N inference processes that keep the models loaded')
+    .description(
+      'consume image jobs from Redis with N inference processes that keep the models loaded',
+    )
     .option('-c, --concurrency <n>', 'inference processes', String(availableParallelism())),
-)
-  .action(async (options: Record<string, unknown>) => {
-    process.exitCode = await worker(options);
-  });
+).action(async (options: Record<string, unknown>) => {
+  process.exitCode = await worker(options);
+});
 
 program
   .command('sink')
@@ -76,14 +92,15 @@ const upCommand = program
   .option('--port <n>', 'HTTP API port', '8088')
   .option('--host <addr>', 'HTTP API address', '127.0.0.1')
   .option('--no-api', 'do not start the HTTP API');
-withWorkerOptions(upCommand)
-  .action(async (options: Record<string, unknown>) => {
-    process.exitCode = await up(options);
-  });
+withWorkerOptions(upCommand).action(async (options: Record<string, unknown>) => {
+  process.exitCode = await up(options);
+});
 
 program
   .command('serve')
-  .description('the HTTP API: POST /faceembed (seed-compatible), /v1/jobs, /admin/queues, /healthz, /readyz, /metrics')
+  .description(
+    'the HTTP API: POST /faceembed (seed-compatible), /v1/jobs, /admin/queues, /healthz, /readyz, /metrics',
+  )
   .option('--port <n>', 'port', '8088')
   .option('--host <addr>', 'address to listen on (0.0.0.0 for all)', '127.0.0.1')
   .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info')
@@ -102,7 +119,9 @@ program
 const models = program.command('models').description('the model weights in models/');
 models
   .command('install')
-  .description('copy the pinned weights from @vladmandic/face-api into models/, checking each sha256')
+  .description(
+    'copy the pinned weights from @vladmandic/face-api into models/, checking each sha256',
+  )
   .option('--dir <dir>', 'models directory')
   .action(async (options: { dir?: string }) => {
     process.exitCode = await modelsInstall(options.dir);
@@ -118,7 +137,11 @@ models
 /** The options of everything that runs inference: `worker` and `up`. */
 function withWorkerOptions(command: Command): Command {
   return command
-    .option('--max-jobs-per-process <n>', 'recycle an inference process after n images (0 = never)', '0')
+    .option(
+      '--max-jobs-per-process <n>',
+      'recycle an inference process after n images (0 = never)',
+      '0',
+    )
     .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
     .option('--min-confidence <x>', 'minimum detector score when a job does not say', '0.5')
     .option('--lock-ms <ms>', 'job lock duration and stalled-check interval (default 30000)')

@@ -8,7 +8,12 @@ import { redactUrl } from '@facefleet/fleet';
 
 /** Whether something answers PING at the URL, within a second. */
 export async function redisAnswers(url: string): Promise<boolean> {
-  const client = new Redis(url, { lazyConnect: true, connectTimeout: 1_000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 1_000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -39,15 +44,33 @@ export async function ensureRedis(url: string, logger: Logger): Promise<ChildPro
   }
 
   const port = parsed.port || '6379';
-  const dir = join(process.env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state'), 'facefleet', `redis-${port}`);
+  const dir = join(
+    process.env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state'),
+    'facefleet',
+    `redis-${port}`,
+  );
   mkdirSync(dir, { recursive: true });
-  const args = ['--port', port, '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', ''];
+  const args = [
+    '--port',
+    port,
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--appendonly',
+    'yes',
+    '--save',
+    '',
+  ];
   if (parsed.password) args.push('--requirepass', decodeURIComponent(parsed.password));
   const server = spawn('redis-server', args, { stdio: 'ignore' });
 
   for (let i = 0; i < 50; i += 1) {
     if (await redisAnswers(url)) {
-      logger.info({ port: Number(port), dir, pid: server.pid }, 'nothing answered at REDIS_URL: started a private redis-server; it stops with this process');
+      logger.info(
+        { port: Number(port), dir, pid: server.pid },
+        'nothing answered at REDIS_URL: started a private redis-server; it stops with this process',
+      );
       return server;
     }
     await new Promise((resolve) => setTimeout(resolve, 100));

@@ -9,7 +9,9 @@ export class UsageError extends Error {
 export function optionIssues(error: z.ZodError): string {
   return error.issues
     .map((issue) => {
-      const flag = issue.path.map((p) => `--${String(p).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(' ');
+      const flag = issue.path
+        .map((p) => `--${String(p).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`)
+        .join(' ');
       return flag ? `${flag}: ${issue.message}` : issue.message;
     })
     .join('; ');

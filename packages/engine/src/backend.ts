@@ -56,7 +56,9 @@ async function loadTfjsNode(): Promise<Runtime> {
   try {
     tf = require('@tensorflow/tfjs-node') as TfRuntime;
   } catch (error) {
-    throw new Error(`@tensorflow/tfjs-node does not load (${(error as Error).message.split('\n', 1)[0]})`);
+    throw new Error(
+      `@tensorflow/tfjs-node does not load (${(error as Error).message.split('\n', 1)[0]})`,
+    );
   }
   const faceapi = require('@vladmandic/face-api/dist/face-api.node.js') as FaceApi;
   await activate(tf, 'tensorflow');
@@ -67,12 +69,23 @@ async function loadWasm(fallbackReason?: string): Promise<Runtime> {
   const tf = require('@tensorflow/tfjs') as TfRuntime;
   const wasm = require('@tensorflow/tfjs-backend-wasm') as { setWasmPaths(prefix: string): void };
   // The .wasm binaries ship inside the npm package: load them from disk, never from a CDN.
-  const wasmDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm'));
+  const wasmDir = dirname(
+    require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm'),
+  );
   wasm.setWasmPaths(`${wasmDir}/`);
   const faceapi = require('@vladmandic/face-api/dist/face-api.node-wasm.js') as FaceApi;
   await activate(tf, 'wasm');
   const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) === true;
-  return { faceapi, tf, backend: { name: 'wasm', tfjs: tf.version_core, simd, ...(fallbackReason ? { fallbackReason } : {}) } };
+  return {
+    faceapi,
+    tf,
+    backend: {
+      name: 'wasm',
+      tfjs: tf.version_core,
+      simd,
+      ...(fallbackReason ? { fallbackReason } : {}),
+    },
+  };
 }
 
 async function loadCpu(): Promise<Runtime> {

@@ -7,7 +7,10 @@ import { createLogger } from './log.js';
  * An inference process: loads the models once, then handles one job at a time for its parent
  * EnginePool. Inference runs on this process's own event loop, never on the parent's.
  */
-const logger = createLogger('facefleet-engine', (process.env.FACEFLEET_LOG_LEVEL as 'info' | undefined) ?? 'info');
+const logger = createLogger(
+  'facefleet-engine',
+  (process.env.FACEFLEET_LOG_LEVEL as 'info' | undefined) ?? 'info',
+);
 
 // One libvips thread per process: the pool already runs one process per core.
 sharp.concurrency(1);
@@ -46,7 +49,13 @@ async function main(): Promise<void> {
     busy = true;
     void engine.process(message.job, message.key).then((result) => {
       busy = false;
-      send({ type: 'result', seq: message.seq, result, tensors: engine.tensorCount(), rss: process.memoryUsage.rss() });
+      send({
+        type: 'result',
+        seq: message.seq,
+        result,
+        tensors: engine.tensorCount(),
+        rss: process.memoryUsage.rss(),
+      });
       if (stopping) process.disconnect?.();
     });
   });

@@ -24,7 +24,11 @@ export const EngineConfigSchema = z
     /** Images that declare more pixels than this are refused before decoding. */
     maxPixels: z.number().int().positive().default(100_000_000),
     /** The most bytes read for one image from a file, a URL or base64 data. */
-    maxBytes: z.number().int().positive().default(64 * 1024 * 1024),
+    maxBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(64 * 1024 * 1024),
     /** Total time allowed for fetching one URL, redirects included. */
     urlTimeoutMs: z.number().int().positive().default(30_000),
     /** Time allowed for a URL's connection to open. */
@@ -32,9 +36,12 @@ export const EngineConfigSchema = z
     /** Redirects followed for one URL; each is checked like the first address. */
     maxRedirects: z.number().int().min(0).max(10).default(3),
     /** Hosts or CIDR ranges that URL jobs may reach although private (FACEFLEET_URL_ALLOW). */
-    urlAllow: z
-      .array(z.string().min(1))
-      .default(() => (process.env.FACEFLEET_URL_ALLOW ?? '').split(',').map((s) => s.trim()).filter(Boolean)),
+    urlAllow: z.array(z.string().min(1)).default(() =>
+      (process.env.FACEFLEET_URL_ALLOW ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    ),
   })
   .strict();
 

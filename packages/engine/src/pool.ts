@@ -126,9 +126,18 @@ export class EnginePool {
         }
       });
       // Sending to a process that has just died fails here; its 'exit' handler does the recovery.
-      child.on('error', (error) => this.options.logger.debug({ err: error, pid: child.pid }, 'inference process channel error'));
+      child.on('error', (error) =>
+        this.options.logger.debug(
+          { err: error, pid: child.pid },
+          'inference process channel error',
+        ),
+      );
       child.on('exit', (code, signal) => {
-        reject(new Error(`inference process ${child.pid} exited (${signal ?? code}) before it was ready`));
+        reject(
+          new Error(
+            `inference process ${child.pid} exited (${signal ?? code}) before it was ready`,
+          ),
+        );
         this.onExit(slot, code, signal);
       });
     });
@@ -138,7 +147,10 @@ export class EnginePool {
     if (this.backendInfo) return;
 
     this.backendInfo = backend;
-    this.options.logger.info({ backend, processes: this.options.processes }, 'face engine backend chosen');
+    this.options.logger.info(
+      { backend, processes: this.options.processes },
+      'face engine backend chosen',
+    );
   }
 
   private dispatch(): void {
@@ -149,9 +161,18 @@ export class EnginePool {
       const task = this.queue.shift() as Task;
       slot.task = task;
       task.attempts += 1;
-      const message: ToChild = { type: 'job', seq: task.seq, job: task.job, ...(task.key ? { key: task.key } : {}) };
+      const message: ToChild = {
+        type: 'job',
+        seq: task.seq,
+        job: task.job,
+        ...(task.key ? { key: task.key } : {}),
+      };
       slot.child.send(message, (error) => {
-        if (error) this.options.logger.debug({ err: error, pid: slot.child.pid }, 'job not sent; the process is gone');
+        if (error)
+          this.options.logger.debug(
+            { err: error, pid: slot.child.pid },
+            'job not sent; the process is gone',
+          );
       });
     }
   }
@@ -177,7 +198,10 @@ export class EnginePool {
     if (slot.retiring) return;
 
     this.crashes += 1;
-    this.options.logger.warn({ pid: slot.child.pid, code, signal }, 'inference process died; starting another');
+    this.options.logger.warn(
+      { pid: slot.child.pid, code, signal },
+      'inference process died; starting another',
+    );
     const task = slot.task;
     if (task) {
       if (task.attempts < MAX_ATTEMPTS) this.queue.unshift(task);
@@ -196,7 +220,10 @@ export class EnginePool {
   private failQueued(reason: string): void {
     for (const task of this.queue.splice(0)) {
       const result = crashed(task);
-      result.status.error = { code: 'INTERNAL', message: `no inference process can start: ${reason}` };
+      result.status.error = {
+        code: 'INTERNAL',
+        message: `no inference process can start: ${reason}`,
+      };
       task.resolve({ result, pid: 0, tensors: -1, rss: 0 });
     }
   }
@@ -209,7 +236,11 @@ export class EnginePool {
       slot.child.once('exit', () => resolve());
       // A child on its way out may already have closed its channel: then a signal does the job.
       if (!slot.child.connected) slot.child.kill('SIGTERM');
-      else slot.child.send({ type: 'stop' } satisfies ToChild, (error) => error && slot.child.kill('SIGTERM'));
+      else
+        slot.child.send(
+          { type: 'stop' } satisfies ToChild,
+          (error) => error && slot.child.kill('SIGTERM'),
+        );
     });
   }
 }
@@ -217,7 +248,13 @@ export class EnginePool {
 function crashed(task: Task): ImageResult {
   const message = `the inference process died ${task.attempts} times while processing this image`;
   return {
-    status: { id: task.job.id, ...(task.key ? { key: task.key } : {}), status: 'failed', faces: 0, error: { code: 'WORKER_CRASHED', message } },
+    status: {
+      id: task.job.id,
+      ...(task.key ? { key: task.key } : {}),
+      status: 'failed',
+      faces: 0,
+      error: { code: 'WORKER_CRASHED', message },
+    },
     records: [],
   };
 }

@@ -9,10 +9,27 @@ import { FaceFleetError } from './errors.js';
  */
 const PRIVATE = new BlockList();
 for (const [net, bits] of [
-  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16],
-  ['172.16.0.0', 12], ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 4], ['240.0.0.0', 4],
-] as const) PRIVATE.addSubnet(net, bits, 'ipv4');
-for (const [net, bits] of [['::', 128], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8]] as const) PRIVATE.addSubnet(net, bits, 'ipv6');
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['224.0.0.0', 4],
+  ['240.0.0.0', 4],
+] as const)
+  PRIVATE.addSubnet(net, bits, 'ipv4');
+for (const [net, bits] of [
+  ['::', 128],
+  ['::1', 128],
+  ['fc00::', 7],
+  ['fe80::', 10],
+  ['ff00::', 8],
+] as const)
+  PRIVATE.addSubnet(net, bits, 'ipv6');
 
 function family(address: string): 'ipv4' | 'ipv6' {
   return isIP(address) === 6 ? 'ipv6' : 'ipv4';
@@ -32,11 +49,19 @@ export class UrlPolicy {
   constructor(allow: readonly string[], connectTimeoutMs: number) {
     for (const entry of allow.map((a) => a.trim().toLowerCase()).filter(Boolean)) {
       const [address, bits] = entry.split('/');
-      if (address && isIP(address)) this.ranges.addSubnet(address, Number(bits ?? (isIP(address) === 6 ? 128 : 32)), family(address));
+      if (address && isIP(address))
+        this.ranges.addSubnet(
+          address,
+          Number(bits ?? (isIP(address) === 6 ? 128 : 32)),
+          family(address),
+        );
       else this.hosts.add(entry);
     }
     this.agent = new Agent({
-      connect: { timeout: connectTimeoutMs, lookup: (hostname, options, callback) => this.lookup(hostname, options, callback) },
+      connect: {
+        timeout: connectTimeoutMs,
+        lookup: (hostname, options, callback) => this.lookup(hostname, options, callback),
+      },
     });
   }
 
@@ -58,12 +83,18 @@ export class UrlPolicy {
   private lookup(
     hostname: string,
     options: { all?: boolean },
-    callback: (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+    callback: (
+      error: NodeJS.ErrnoException | null,
+      address: string | LookupAddress[],
+      family?: number,
+    ) => void,
   ): void {
     lookup(hostname, { all: true }, (error, addresses) => {
       if (error) return callback(error, []);
 
-      const usable = this.hosts.has(hostname.toLowerCase()) ? addresses : addresses.filter((a) => this.allowedAddress(a.address));
+      const usable = this.hosts.has(hostname.toLowerCase())
+        ? addresses
+        : addresses.filter((a) => this.allowedAddress(a.address));
       const first = usable[0];
       if (!first) return callback(forbiddenError(hostname), []);
       if (options.all) return callback(null, usable);
@@ -75,11 +106,16 @@ export class UrlPolicy {
 const FORBIDDEN = 'EFACEFLEET_FORBIDDEN_ADDRESS';
 
 function forbiddenError(hostname: string): NodeJS.ErrnoException {
-  return Object.assign(new Error(`${hostname} resolves only to addresses URL jobs may not reach`), { code: FORBIDDEN });
+  return Object.assign(new Error(`${hostname} resolves only to addresses URL jobs may not reach`), {
+    code: FORBIDDEN,
+  });
 }
 
 export function forbidden(hostname: string): FaceFleetError {
-  return new FaceFleetError('URL_FORBIDDEN', `${hostname} is a loopback, private, link-local or reserved address; URL jobs may not reach it unless FACEFLEET_URL_ALLOW names it`);
+  return new FaceFleetError(
+    'URL_FORBIDDEN',
+    `${hostname} is a loopback, private, link-local or reserved address; URL jobs may not reach it unless FACEFLEET_URL_ALLOW names it`,
+  );
 }
 
 /** Whether a fetch failed because the policy refused the address it resolved to. */

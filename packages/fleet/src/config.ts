@@ -37,7 +37,10 @@ const FROM_ENV = {
  * Fleet settings: explicit ones over the environment (FROM_ENV), over defaults. Every bad value
  * is reported in one error.
  */
-export function fleetConfig(input: FleetConfigInput = {}, env: NodeJS.ProcessEnv = process.env): FleetConfig {
+export function fleetConfig(
+  input: FleetConfigInput = {},
+  env: NodeJS.ProcessEnv = process.env,
+): FleetConfig {
   const fromEnv: Record<string, string | number> = {};
   for (const [name, key] of Object.entries(FROM_ENV)) {
     const value = env[name];
@@ -46,8 +49,12 @@ export function fleetConfig(input: FleetConfigInput = {}, env: NodeJS.ProcessEnv
   }
   const parsed = FleetConfigSchema.safeParse({ ...fromEnv, ...input });
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${String(i.path[0] ?? '')}: ${i.message}`).join('; ');
-    throw new Error(`invalid fleet configuration (${problems}); see ${Object.keys(FROM_ENV).join(', ')}`);
+    const problems = parsed.error.issues
+      .map((i) => `${String(i.path[0] ?? '')}: ${i.message}`)
+      .join('; ');
+    throw new Error(
+      `invalid fleet configuration (${problems}); see ${Object.keys(FROM_ENV).join(', ')}`,
+    );
   }
   return parsed.data;
 }

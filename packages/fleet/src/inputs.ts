@@ -5,7 +5,18 @@ import { createInterface } from 'node:readline';
 import { groupOf, idFromPath, type Job } from '@facefleet/protocol';
 
 /** File endings taken when a directory is walked; a file named on the command line is always taken. */
-export const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif']);
+export const IMAGE_EXTENSIONS = new Set([
+  '.jpg',
+  '.jpeg',
+  '.jpe',
+  '.jfif',
+  '.png',
+  '.webp',
+  '.gif',
+  '.tif',
+  '.tiff',
+  '.avif',
+]);
 
 /** A path given to walk does not exist: the caller's mistake, found before any work starts. */
 export class PathNotFoundError extends Error {
@@ -40,7 +51,10 @@ async function* walk(dir: string): AsyncGenerator<string> {
   for await (const entry of await opendir(dir)) {
     const path = join(dir, entry.name);
     if (entry.isDirectory()) subdirs.push(path);
-    else if ((entry.isFile() || entry.isSymbolicLink()) && IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())) {
+    else if (
+      (entry.isFile() || entry.isSymbolicLink()) &&
+      IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())
+    ) {
       yield path;
     }
   }
@@ -82,7 +96,9 @@ export async function* listSources(file: string): AsyncGenerator<string> {
  */
 export function jobFor(entry: string, group?: RegExp): Job {
   const isUrl = SCHEME.test(entry);
-  const id = isUrl ? (URL.canParse(entry) && idFromPath(new URL(entry).pathname)) || entry : idFromPath(entry);
+  const id = isUrl
+    ? (URL.canParse(entry) && idFromPath(new URL(entry).pathname)) || entry
+    : idFromPath(entry);
   const source = isUrl ? { url: entry } : { file: resolve(entry) };
   return { id, ...source, ...(group ? { group: groupOf(id, group) } : {}) };
 }

@@ -1,5 +1,10 @@
 import { z } from 'zod';
-import { FaceRecordSchema, ImageResultSchema, ImageStatusSchema, JobSchema } from '@facefleet/protocol';
+import {
+  FaceRecordSchema,
+  ImageResultSchema,
+  ImageStatusSchema,
+  JobSchema,
+} from '@facefleet/protocol';
 
 /**
  * What crosses Redis, validated on both sides. A jobs-queue job's data is a Job (its BullMQ id is

@@ -13,7 +13,13 @@ import {
 } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { ERRORS, groupOf, ImageStatusSchema, type ImageResult, type ImageStatus } from '@facefleet/protocol';
+import {
+  ERRORS,
+  groupOf,
+  ImageStatusSchema,
+  type ImageResult,
+  type ImageStatus,
+} from '@facefleet/protocol';
 
 export const STATUS_FILE = '_status.jsonl';
 const LOCK_FILE = '.facefleet.lock';
@@ -100,7 +106,10 @@ export class OutputFolder {
     const group = this.groupFor(result.status.id, explicitGroup);
     if (result.records.length > 0) {
       this.repairGroup(group);
-      appendFileSync(this.groupPath(group), result.records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+      appendFileSync(
+        this.groupPath(group),
+        result.records.map((r) => `${JSON.stringify(r)}\n`).join(''),
+      );
     }
     appendFileSync(join(this.dir, STATUS_FILE), `${JSON.stringify({ ...result.status, group })}\n`);
 
@@ -127,7 +136,10 @@ export class OutputFolder {
       const status = ImageStatusSchema.parse(JSON.parse(line));
       const group = status.group ?? this.groupFor(status.id);
       if (status.key !== undefined) this.done.set(status.key, status);
-      this.expected.set(group, (this.expected.get(group) ?? 0) + (status.status === 'ok' ? status.faces : 0));
+      this.expected.set(
+        group,
+        (this.expected.get(group) ?? 0) + (status.status === 'ok' ? status.faces : 0),
+      );
     }
   }
 
@@ -186,7 +198,9 @@ function takeLock(dir: string): void {
   const holder = readFileSync(path, 'utf8').trim();
   const [pid, host] = holder.split('@');
   if (holder !== mine && host === hostname() && isAlive(Number(pid))) {
-    throw new FolderBusyError(`${dir} is being written by process ${pid}; one writer per output folder`);
+    throw new FolderBusyError(
+      `${dir} is being written by process ${pid}; one writer per output folder`,
+    );
   }
   writeFileSync(path, mine);
 }

@@ -47,7 +47,10 @@ export class FaceProducer {
    * Connects, or throws RedisUnavailableError at once. A command-line producer (`cli`, the
    * default) gives up when Redis goes away; a long-lived one (`service`) reconnects.
    */
-  static async connect(config: FleetConfigInput | FleetConfig = {}, role: Exclude<RedisRole, 'worker'> = 'cli'): Promise<FaceProducer> {
+  static async connect(
+    config: FleetConfigInput | FleetConfig = {},
+    role: Exclude<RedisRole, 'worker'> = 'cli',
+  ): Promise<FaceProducer> {
     const parsed = fleetConfig(config);
     return new FaceProducer(parsed, await connectRedis(parsed, role));
   }
@@ -59,10 +62,18 @@ export class FaceProducer {
     inputs.forEach((input, index) => {
       const parsed = JobSchema.safeParse(input);
       if (!parsed.success) {
-        refused.push({ index, reason: parsed.error.issues.map((i) => `${i.path.join('.') || 'job'}: ${i.message}`).join('; ') });
+        refused.push({
+          index,
+          reason: parsed.error.issues
+            .map((i) => `${i.path.join('.') || 'job'}: ${i.message}`)
+            .join('; '),
+        });
         return;
       }
-      const job = parsed.data.file !== undefined ? { ...parsed.data, file: resolve(parsed.data.file) } : parsed.data;
+      const job =
+        parsed.data.file !== undefined
+          ? { ...parsed.data, file: resolve(parsed.data.file) }
+          : parsed.data;
       accepted.push({ key: jobKey(sourceOf(job)), job });
     });
 
@@ -83,11 +94,18 @@ export class FaceProducer {
         })),
       );
     }
-    return { keys: accepted.map((a) => a.key), added: fresh.length, existing: accepted.length - fresh.length, refused };
+    return {
+      keys: accepted.map((a) => a.key),
+      added: fresh.length,
+      existing: accepted.length - fresh.length,
+      refused,
+    };
   }
 
   /** Keys already in Redis, asked in one round trip. BullMQ would ignore them anyway; this counts them. */
-  private async notYetQueued(jobs: Array<{ key: string; job: Job }>): Promise<Array<{ key: string; job: Job }>> {
+  private async notYetQueued(
+    jobs: Array<{ key: string; job: Job }>,
+  ): Promise<Array<{ key: string; job: Job }>> {
     if (jobs.length === 0) return [];
 
     const pipeline = this.redis.pipeline();
@@ -106,7 +124,10 @@ export class FaceProducer {
    * job, not published to the output files. Kept an hour after it finishes.
    */
   async submitInteractive(job: Job): Promise<BullJob<Job, JobReturn>> {
-    const interactive = { ...job, options: { ...job.options, returnRecords: true, publish: false } };
+    const interactive = {
+      ...job,
+      options: { ...job.options, returnRecords: true, publish: false },
+    };
     return this.queue.add('interactive', JobSchema.parse(interactive), {
       jobId: `live_${randomUUID()}`,
       lifo: true,

@@ -8,7 +8,10 @@ export type ResultsQueue = Queue<PublishedResult, void>;
 
 /** The results queue, on its own connection held the way `role` says (see connectionOptions). */
 export function resultsQueue(config: FleetConfig, role: RedisRole): ResultsQueue {
-  return new Queue(QUEUES.results, { connection: connectionOptions(config, role), prefix: config.prefix });
+  return new Queue(QUEUES.results, {
+    connection: connectionOptions(config, role),
+    prefix: config.prefix,
+  });
 }
 
 /** The Redis key of a job's hash, to ask whether a key is already queued, running or done. */

@@ -26,14 +26,20 @@ export async function connectRedis(config: FleetConfig, role: RedisRole): Promis
     redis.disconnect();
     const reason = (lastError ?? (error as Error)).message;
     if (/WRONGPASS|NOAUTH|invalid password/i.test(reason)) {
-      throw new RedisUnavailableError(`Redis at ${redactUrl(url)} refused the credentials in REDIS_URL (${reason})`);
+      throw new RedisUnavailableError(
+        `Redis at ${redactUrl(url)} refused the credentials in REDIS_URL (${reason})`,
+      );
     }
-    throw new RedisUnavailableError(`cannot reach Redis at ${redactUrl(url)} (${reason}); start Redis or set REDIS_URL`);
+    throw new RedisUnavailableError(
+      `cannot reach Redis at ${redactUrl(url)} (${reason}); start Redis or set REDIS_URL`,
+    );
   }
 }
 
 /** Whether an error means "Redis is not reachable right now", as opposed to a bad command. */
 export function isRedisDown(error: unknown): boolean {
   const message = error instanceof Error ? error.message : String(error);
-  return /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|Stream isn't writeable|Connection is closed|max retries per request/i.test(message);
+  return /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|Stream isn't writeable|Connection is closed|max retries per request/i.test(
+    message,
+  );
 }

@@ -2,7 +2,13 @@ import { hostname } from 'node:os';
 import { Queue, Worker } from 'bullmq';
 import type { Logger } from '@facefleet/engine';
 import { QUEUES } from '@facefleet/protocol';
-import { connectionOptions, fleetConfig, redactUrl, type FleetConfig, type FleetConfigInput } from './config.js';
+import {
+  connectionOptions,
+  fleetConfig,
+  redactUrl,
+  type FleetConfig,
+  type FleetConfigInput,
+} from './config.js';
 import { PublishedResultSchema, type PublishedResult } from './messages.js';
 import { OutputFolder } from './output-folder.js';
 import { connectRedis } from './redis.js';
@@ -32,14 +38,20 @@ export class FaceSink {
   static async start(options: FaceSinkOptions): Promise<FaceSink> {
     const config = fleetConfig(options.fleet);
     await refuseSecondSink(config);
-    const folder = OutputFolder.open(options.out, options.groupPattern ? { groupPattern: options.groupPattern } : {});
+    const folder = OutputFolder.open(
+      options.out,
+      options.groupPattern ? { groupPattern: options.groupPattern } : {},
+    );
     let sink: FaceSink | undefined;
 
     const worker = new Worker<PublishedResult, void>(
       QUEUES.results,
       async (job) => {
         const message = PublishedResultSchema.parse(job.data);
-        const result = { ...message.result, status: { ...message.result.status, key: message.key } };
+        const result = {
+          ...message.result,
+          status: { ...message.result.status, key: message.key },
+        };
         if (folder.write(result, message.group)) sink!.written += 1;
         else sink!.duplicates += 1;
       },
@@ -55,8 +67,18 @@ export class FaceSink {
     );
     sink = new FaceSink(worker, folder);
     worker.on('error', (error) => options.logger.warn({ err: error.message }, 'sink: redis error'));
-    worker.on('failed', (job, error) => options.logger.error({ jobId: job?.id, err: error.message }, 'sink: result not written'));
-    options.logger.info({ out: options.out, done: folder.size, redis: redactUrl(config.redisUrl), prefix: config.prefix }, 'sink started');
+    worker.on('failed', (job, error) =>
+      options.logger.error({ jobId: job?.id, err: error.message }, 'sink: result not written'),
+    );
+    options.logger.info(
+      {
+        out: options.out,
+        done: folder.size,
+        redis: redactUrl(config.redisUrl),
+        prefix: config.prefix,
+      },
+      'sink started',
+    );
     return sink;
   }
 
@@ -75,9 +97,13 @@ async function refuseSecondSink(config: FleetConfig): Promise<void> {
   const redis = await connectRedis(config, 'cli');
   const results = new Queue(QUEUES.results, { connection: redis, prefix: config.prefix });
   try {
-    const others = (await results.getWorkers()).map((w) => String(w.rawname ?? '').split(':w:')[1] ?? '?');
+    const others = (await results.getWorkers()).map(
+      (w) => String(w.rawname ?? '').split(':w:')[1] ?? '?',
+    );
     if (others.length > 0) {
-      throw new Error(`another sink (${others.join(', ')}) already takes the results of fleet "${config.prefix}"; one sink per fleet: stop it, or use another FACEFLEET_PREFIX`);
+      throw new Error(
+        `another sink (${others.join(', ')}) already takes the results of fleet "${config.prefix}"; one sink per fleet: stop it, or use another FACEFLEET_PREFIX`,
+      );
     }
   } finally {
     await results.close();

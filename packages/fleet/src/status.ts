@@ -19,7 +19,9 @@ export interface QueueStatus {
 export async function fleetStatus(fleet: FleetConfigInput = {}): Promise<QueueStatus[]> {
   const config = fleetConfig(fleet);
   const redis = await connectRedis(config, 'cli');
-  const queues = [QUEUES.jobs, QUEUES.results].map((name) => new Queue(name, { connection: redis, prefix: config.prefix }));
+  const queues = [QUEUES.jobs, QUEUES.results].map(
+    (name) => new Queue(name, { connection: redis, prefix: config.prefix }),
+  );
   try {
     const since = Date.now() - 60_000;
     return await Promise.all(
@@ -35,7 +37,10 @@ export async function fleetStatus(fleet: FleetConfigInput = {}): Promise<QueueSt
           name: queue.name,
           counts,
           workers: workers.length,
-          inferenceProcesses: workers.reduce((sum, w) => sum + Number(/:n=(\d+)$/.exec(String(w.rawname ?? ''))?.[1] ?? 0), 0),
+          inferenceProcesses: workers.reduce(
+            (sum, w) => sum + Number(/:n=(\d+)$/.exec(String(w.rawname ?? ''))?.[1] ?? 0),
+            0,
+          ),
           finishedLastMinute: completed + failed,
         };
       }),

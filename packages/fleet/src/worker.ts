@@ -2,7 +2,13 @@ import { hostname } from 'node:os';
 import { MetricsTime, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
 import { EnginePool, type EngineConfigInput, type Logger } from '@facefleet/engine';
 import { ERRORS, QUEUES, type ImageResult, type Job } from '@facefleet/protocol';
-import { connectionOptions, fleetConfig, redactUrl, type FleetConfig, type FleetConfigInput } from './config.js';
+import {
+  connectionOptions,
+  fleetConfig,
+  redactUrl,
+  type FleetConfig,
+  type FleetConfigInput,
+} from './config.js';
 import { PublishedResultSchema, QueuedJobSchema, type JobReturn } from './messages.js';
 import { resultsQueue, type ResultsQueue } from './queues.js';
 
@@ -42,18 +48,22 @@ export class FaceWorker {
     });
     const results = resultsQueue(config, 'worker');
 
-    const worker = new Worker<Job, JobReturn>(QUEUES.jobs, (job) => processJob(job, pool, results), {
-      connection: connectionOptions(config, 'worker'),
-      prefix: config.prefix,
-      // The process count rides in the name, so that `facefleet status` can add them up.
-      name: `${hostname()}:${process.pid}:n=${pool.size}`,
-      // Two jobs in hand per process: the next image is ready when a process frees up.
-      concurrency: pool.size * 2,
-      lockDuration: config.lockDurationMs,
-      stalledInterval: config.stalledIntervalMs,
-      maxStalledCount: config.maxStalledCount,
-      metrics: { maxDataPoints: MetricsTime.ONE_WEEK },
-    });
+    const worker = new Worker<Job, JobReturn>(
+      QUEUES.jobs,
+      (job) => processJob(job, pool, results),
+      {
+        connection: connectionOptions(config, 'worker'),
+        prefix: config.prefix,
+        // The process count rides in the name, so that `facefleet status` can add them up.
+        name: `${hostname()}:${process.pid}:n=${pool.size}`,
+        // Two jobs in hand per process: the next image is ready when a process frees up.
+        concurrency: pool.size * 2,
+        lockDuration: config.lockDurationMs,
+        stalledInterval: config.stalledIntervalMs,
+        maxStalledCount: config.maxStalledCount,
+        metrics: { maxDataPoints: MetricsTime.ONE_WEEK },
+      },
+    );
     const fleetWorker = new FaceWorker(worker, pool, results, logger);
     fleetWorker.watch(config);
     return fleetWorker;
@@ -98,28 +108,46 @@ export class FaceWorker {
     };
     this.worker.on('error', onError);
     this.results.on('error', onError);
-    this.worker.on('stalled', (jobId) => this.logger.warn({ jobId }, 'job stalled; it will run again'));
+    this.worker.on('stalled', (jobId) =>
+      this.logger.warn({ jobId }, 'job stalled; it will run again'),
+    );
     this.worker.on('failed', (job, error) => {
-      this.logger.warn({ jobId: job?.id, id: job?.data.id, attempt: job?.attemptsMade, reason: error.message }, 'job failed');
+      this.logger.warn(
+        { jobId: job?.id, id: job?.data.id, attempt: job?.attemptsMade, reason: error.message },
+        'job failed',
+      );
       // BullMQ fails a job that lost its worker too often without running it: its image still
       // gets a status, so that the output folder accounts for every image.
       if (job?.id && /stalled more than allowable limit/.test(error.message)) {
         const status = crashedStatus(job.id, job.data, error.message);
-        publish(this.results, job.id, job.data.group, { status, records: [] }).catch((e: unknown) => {
-          this.logger.error({ jobId: job.id, err: e }, 'cannot publish the status of a job that stalled out');
-        });
+        publish(this.results, job.id, job.data.group, { status, records: [] }).catch(
+          (e: unknown) => {
+            this.logger.error(
+              { jobId: job.id, err: e },
+              'cannot publish the status of a job that stalled out',
+            );
+          },
+        );
       }
     });
-    this.logger.info({ redis: redactUrl(config.redisUrl), prefix: config.prefix, processes: this.pool.size }, 'worker started');
+    this.logger.info(
+      { redis: redactUrl(config.redisUrl), prefix: config.prefix, processes: this.pool.size },
+      'worker started',
+    );
   }
 }
 
-async function processJob(job: BullJob<Job, JobReturn>, pool: EnginePool, results: ResultsQueue): Promise<JobReturn> {
+async function processJob(
+  job: BullJob<Job, JobReturn>,
+  pool: EnginePool,
+  results: ResultsQueue,
+): Promise<JobReturn> {
   const key = job.id ?? '';
   const parsed = QueuedJobSchema.safeParse(job.data);
   if (!parsed.success) {
     const message = parsed.error.issues.map((i) => i.message).join('; ');
-    const id = typeof (job.data as { id?: unknown }).id === 'string' ? (job.data as { id: string }).id : key;
+    const id =
+      typeof (job.data as { id?: unknown }).id === 'string' ? (job.data as { id: string }).id : key;
     await publish(results, key, undefined, {
       status: { id, key, status: 'failed', faces: 0, error: { code: 'JOB_INVALID', message } },
       records: [],
@@ -141,14 +169,25 @@ async function processJob(job: BullJob<Job, JobReturn>, pool: EnginePool, result
   if (options.publish !== false) await publish(results, key, parsed.data.group, result);
   // The reason starts with the code: callers waiting on the job (the HTTP API) read it back.
   if (error) throw coded(`${error.code}: ${error.message}`);
-  return { status: result.status, ms, ...(options.returnRecords ? { records: result.records } : {}) };
+  return {
+    status: result.status,
+    ms,
+    ...(options.returnRecords ? { records: result.records } : {}),
+  };
 }
 
 function crashedStatus(key: string, data: Partial<Job>, reason: string): ImageResult['status'] {
   const id = typeof data.id === 'string' || typeof data.id === 'number' ? data.id : key;
   const message = `the job lost its worker more than the allowed number of times (${reason})`;
   const source = data.file ?? data.url;
-  return { id, key, ...(source ? { source } : {}), status: 'failed', faces: 0, error: { code: 'WORKER_CRASHED', message } };
+  return {
+    id,
+    key,
+    ...(source ? { source } : {}),
+    status: 'failed',
+    faces: 0,
+    error: { code: 'WORKER_CRASHED', message },
+  };
 }
 
 /** A final failure of the input, not of facefleet: its stack would only bury the reason in the dashboard. */
@@ -158,7 +197,12 @@ function coded(reason: string): UnrecoverableError {
   return error;
 }
 
-function publish(results: ResultsQueue, key: string, group: string | undefined, result: ImageResult) {
+function publish(
+  results: ResultsQueue,
+  key: string,
+  group: string | undefined,
+  result: ImageResult,
+) {
   // Validated here as well as in the sink: a malformed result is a bug, caught where it is made.
   const message = PublishedResultSchema.parse({ key, ...(group ? { group } : {}), result });
   return results.add(

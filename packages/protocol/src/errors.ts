@@ -76,7 +76,8 @@ export const ERRORS = {
     httpStatus: 422,
   },
   URL_NOT_IMAGE: {
-    description: 'The URL answered with a content type that is not an image (HTML, JSON, text, SVG, PDF).',
+    description:
+      'The URL answered with a content type that is not an image (HTML, JSON, text, SVG, PDF).',
     retryable: false,
     httpStatus: 415,
   },
@@ -117,12 +118,14 @@ export const ERRORS = {
     httpStatus: 400,
   },
   FILE_NOT_ALLOWED: {
-    description: 'The path is outside the directories that HTTP callers may read (FACEFLEET_FILE_ROOTS).',
+    description:
+      'The path is outside the directories that HTTP callers may read (FACEFLEET_FILE_ROOTS).',
     retryable: false,
     httpStatus: 403,
   },
   REQUEST_MALFORMED: {
-    description: 'The request body is not valid JSON, or not of the content type the endpoint takes.',
+    description:
+      'The request body is not valid JSON, or not of the content type the endpoint takes.',
     retryable: false,
     httpStatus: 400,
   },
@@ -132,7 +135,8 @@ export const ERRORS = {
     httpStatus: 413,
   },
   UNAUTHORIZED: {
-    description: 'A bearer token is required (FACEFLEET_TOKEN is set) and none or a wrong one was sent.',
+    description:
+      'A bearer token is required (FACEFLEET_TOKEN is set) and none or a wrong one was sent.',
     retryable: false,
     httpStatus: 401,
   },

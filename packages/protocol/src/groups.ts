@@ -25,6 +25,9 @@ export function groupOf(id: string | number, pattern?: RegExp): string {
 
 /** Groups become file names: keep them to one path segment of ordinary characters. */
 export function safeGroupName(group: string): string {
-  const safe = group.replace(/[^\p{L}\p{N}._-]+/gu, '_').replace(/^\.+/, '_').slice(0, 200);
+  const safe = group
+    .replace(/[^\p{L}\p{N}._-]+/gu, '_')
+    .replace(/^\.+/, '_')
+    .slice(0, 200);
   return safe === '' ? DEFAULT_GROUP : safe;
 }

@@ -27,7 +27,9 @@ export const JobSchema = z
       .string()
       .min(1)
       .max(8192)
-      .refine((url) => /^https?:\/\//i.test(url) && URL.canParse(url), { message: 'must be an http or https URL' })
+      .refine((url) => /^https?:\/\//i.test(url) && URL.canParse(url), {
+        message: 'must be an http or https URL',
+      })
       .optional(),
     data: z.string().min(1).optional(),
     group: z.string().min(1).max(200).optional(),
@@ -52,6 +54,10 @@ export function sourceOf(job: Job): ImageSource {
  */
 export function jobKey(source: ImageSource): string {
   const [kind, value] =
-    'file' in source ? ['file', source.file] : 'url' in source ? ['url', source.url] : ['data', source.data];
+    'file' in source
+      ? ['file', source.file]
+      : 'url' in source
+        ? ['url', source.url]
+        : ['data', source.data];
   return `${kind}_${createHash('sha256').update(value).digest('hex').slice(0, 32)}`;
 }

@@ -6,7 +6,12 @@ export const ImageIdSchema = z.union([z.string().min(1).max(1024), z.number().fi
 export type ImageId = z.infer<typeof ImageIdSchema>;
 
 /** [top, right, bottom, left] in integer pixels of the upright image, clamped to it. */
-export const BBoxSchema = z.tuple([z.number().int(), z.number().int(), z.number().int(), z.number().int()]);
+export const BBoxSchema = z.tuple([
+  z.number().int(),
+  z.number().int(),
+  z.number().int(),
+  z.number().int(),
+]);
 export type BBox = z.infer<typeof BBoxSchema>;
 
 export const EMBEDDING_SIZE = 128;

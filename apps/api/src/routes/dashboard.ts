@@ -11,7 +11,10 @@ export async function dashboardRoutes(app: FastifyInstance, fleet: FleetClient):
   const serverAdapter = new FastifyAdapter();
   serverAdapter.setBasePath(DASHBOARD_PATH);
   createBullBoard({
-    queues: [new BullMQAdapter(fleet.producer.jobs), new BullMQAdapter(fleet.results, { readOnlyMode: false })],
+    queues: [
+      new BullMQAdapter(fleet.producer.jobs),
+      new BullMQAdapter(fleet.results, { readOnlyMode: false }),
+    ],
     serverAdapter,
     options: { uiConfig: { boardTitle: 'facefleet' } },
   });

@@ -11,19 +11,30 @@ import { allowedFile } from '../files.js';
  * face out (`{"id", "bbox", "embed"}`), an empty 200 when there are none. The job runs on the
  * fleet in front of all bulk work, and this request waits for it.
  */
-export function faceembedRoutes(app: FastifyInstance, config: ApiConfig, fleet: FleetClient, onExit: () => void): void {
+export function faceembedRoutes(
+  app: FastifyInstance,
+  config: ApiConfig,
+  fleet: FleetClient,
+  onExit: () => void,
+): void {
   let waiting = 0;
 
   app.post('/faceembed', async (request, reply) => {
     const job = await validJob(request.body, config);
-    if (waiting >= config.maxWaiting) return sendError(reply, 'QUEUE_FULL', `${waiting} requests are already waiting here`);
-    if ((await fleet.workersAlive()) === 0) return sendError(reply, 'NO_WORKERS', 'no worker is connected to the queue');
+    if (waiting >= config.maxWaiting)
+      return sendError(reply, 'QUEUE_FULL', `${waiting} requests are already waiting here`);
+    if ((await fleet.workersAlive()) === 0)
+      return sendError(reply, 'NO_WORKERS', 'no worker is connected to the queue');
 
     waiting += 1;
     try {
       const submitted = await fleet.producer.submitInteractive(job);
-      const finished = JobReturnSchema.parse(await submitted.waitUntilFinished(fleet.events, config.waitTimeoutMs));
-      const lines = (finished.records ?? []).map((r) => `${JSON.stringify({ id: r.id, bbox: r.bbox, embed: r.embed })}\n`);
+      const finished = JobReturnSchema.parse(
+        await submitted.waitUntilFinished(fleet.events, config.waitTimeoutMs),
+      );
+      const lines = (finished.records ?? []).map(
+        (r) => `${JSON.stringify({ id: r.id, bbox: r.bbox, embed: r.embed })}\n`,
+      );
       return reply.code(200).type('application/x-ndjson').send(lines.join(''));
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
@@ -38,7 +49,12 @@ export function faceembedRoutes(app: FastifyInstance, config: ApiConfig, fleet: 
   });
 
   app.post('/exitserver', async (request, reply) => {
-    if (!config.allowExit) return sendError(reply, 'NOT_FOUND', 'POST /exitserver is off (set FACEFLEET_ALLOW_EXIT=1 to allow it)');
+    if (!config.allowExit)
+      return sendError(
+        reply,
+        'NOT_FOUND',
+        'POST /exitserver is off (set FACEFLEET_ALLOW_EXIT=1 to allow it)',
+      );
 
     request.log.warn('exit requested over HTTP: draining and stopping');
     void reply.code(200).send({ status: 'exiting' });
@@ -51,8 +67,13 @@ export function faceembedRoutes(app: FastifyInstance, config: ApiConfig, fleet: 
 export async function validJob(body: unknown, config: ApiConfig): Promise<Job> {
   const parsed = JobSchema.safeParse(body);
   if (!parsed.success) {
-    throw new ApiError('JOB_INVALID', parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
+    throw new ApiError(
+      'JOB_INVALID',
+      parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '),
+    );
   }
   const job = parsed.data;
-  return job.file === undefined ? job : { ...job, file: await allowedFile(job.file, config.fileRoots) };
+  return job.file === undefined
+    ? job
+    : { ...job, file: await allowedFile(job.file, config.fileRoots) };
 }

@@ -8,9 +8,17 @@ export function healthRoutes(app: FastifyInstance, fleet: FleetClient): void {
   app.get('/readyz', async (_request, reply) => {
     try {
       const workers = await fleet.workersAlive();
-      return reply.code(workers > 0 ? 200 : 503).send({ status: workers > 0 ? 'ready' : 'no workers', redis: 'ok', workers });
+      return reply
+        .code(workers > 0 ? 200 : 503)
+        .send({ status: workers > 0 ? 'ready' : 'no workers', redis: 'ok', workers });
     } catch (error) {
-      return reply.code(503).send({ status: 'redis unreachable', redis: (error as Error).message.split('\n', 1)[0], workers: 0 });
+      return reply
+        .code(503)
+        .send({
+          status: 'redis unreachable',
+          redis: (error as Error).message.split('\n', 1)[0],
+          workers: 0,
+        });
     }
   });
 }

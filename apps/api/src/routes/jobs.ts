@@ -11,7 +11,11 @@ export function jobRoutes(app: FastifyInstance, config: ApiConfig, fleet: FleetC
   app.post('/v1/jobs', async (request, reply) => {
     const bodies = Array.isArray(request.body) ? request.body : [request.body];
     if (bodies.length === 0 || bodies.length > config.maxBatch) {
-      return sendError(reply, 'JOB_INVALID', `send 1 to ${config.maxBatch} jobs, not ${bodies.length}`);
+      return sendError(
+        reply,
+        'JOB_INVALID',
+        `send 1 to ${config.maxBatch} jobs, not ${bodies.length}`,
+      );
     }
 
     // All or nothing: one bad job refuses the request, so that callers never half-enqueue.
@@ -27,11 +31,19 @@ export function jobRoutes(app: FastifyInstance, config: ApiConfig, fleet: FleetC
       }
     }
     if (refused.length > 0) {
-      return reply.code(400).send({ error: `${refused.length} of ${bodies.length} jobs refused; none enqueued`, code: 'JOB_INVALID', refused });
+      return reply
+        .code(400)
+        .send({
+          error: `${refused.length} of ${bodies.length} jobs refused; none enqueued`,
+          code: 'JOB_INVALID',
+          refused,
+        });
     }
 
     const result = await fleet.producer.enqueue(jobs);
-    return reply.code(202).send({ keys: result.keys, added: result.added, existing: result.existing });
+    return reply
+      .code(202)
+      .send({ keys: result.keys, added: result.added, existing: result.existing });
   });
 
   app.get<{ Params: { key: string } }>('/v1/jobs/:key', async (request, reply) => {
@@ -46,7 +58,11 @@ export function jobRoutes(app: FastifyInstance, config: ApiConfig, fleet: FleetC
     }
     if (state === 'failed') {
       const error = parseFailedReason(job.failedReason);
-      return reply.send({ ...base, status: { id: job.data.id, key: job.id, status: 'failed', faces: 0, error }, error });
+      return reply.send({
+        ...base,
+        status: { id: job.data.id, key: job.id, status: 'failed', faces: 0, error },
+        error,
+      });
     }
     return reply.send(base);
   });

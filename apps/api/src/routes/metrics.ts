@@ -36,8 +36,18 @@ export function metricsRoutes(app: FastifyInstance, fleet: FleetClient): Registr
       this.set(await fleet.producer.jobs.getWorkersCount());
     },
   });
-  const completed = new Counter({ name: 'facefleet_jobs_completed_total', help: 'Images processed.', labelNames: ['status'], registers: [register] });
-  const failed = new Counter({ name: 'facefleet_jobs_failed_total', help: 'Images failed, by error code.', labelNames: ['code'], registers: [register] });
+  const completed = new Counter({
+    name: 'facefleet_jobs_completed_total',
+    help: 'Images processed.',
+    labelNames: ['status'],
+    registers: [register],
+  });
+  const failed = new Counter({
+    name: 'facefleet_jobs_failed_total',
+    help: 'Images failed, by error code.',
+    labelNames: ['code'],
+    registers: [register],
+  });
   const seconds = new Histogram({
     name: 'facefleet_job_duration_seconds',
     help: 'Time an inference process spent on one image, reading and decoding included.',
@@ -59,9 +69,13 @@ export function metricsRoutes(app: FastifyInstance, fleet: FleetClient): Registr
     seconds.observe(parsed.data.ms / 1000);
     faces.observe(parsed.data.status.faces);
   });
-  fleet.events.on('failed', ({ failedReason }) => failed.inc({ code: parseFailedReason(failedReason).code }));
+  fleet.events.on('failed', ({ failedReason }) =>
+    failed.inc({ code: parseFailedReason(failedReason).code }),
+  );
 
-  app.get('/metrics', async (_request, reply) => reply.type(register.contentType).send(await register.metrics()));
+  app.get('/metrics', async (_request, reply) =>
+    reply.type(register.contentType).send(await register.metrics()),
+  );
   return register;
 }
 

@@ -17,7 +17,9 @@ export const EmbedOptionsSchema = z
     maxPixels: z.coerce.number().int().positive().default(100_000_000),
     maxJobsPerProcess: z.coerce.number().int().min(0).default(0),
     retryFailed: z.boolean().default(false),
-    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    logLevel: z
+      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+      .default('info'),
   })
   .strict();
 export type EmbedOptions = z.output<typeof EmbedOptionsSchema>;
@@ -39,7 +41,9 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
   const options = parsed.data;
   const logger = createLogger('facefleet', options.logLevel);
 
-  const folder = options.out ? OutputFolder.open(options.out, options.group ? { groupPattern: options.group } : {}) : undefined;
+  const folder = options.out
+    ? OutputFolder.open(options.out, options.group ? { groupPattern: options.group } : {})
+    : undefined;
   const todo: string[] = [];
   let skipped = 0;
   for await (const file of imageFiles(paths)) {
@@ -49,15 +53,26 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
 
   if (todo.length === 0) {
     folder?.close();
-    const what = skipped > 0 ? `all ${skipped} images are already in ${options.out}` : `no image files found in: ${paths.join(', ')}`;
+    const what =
+      skipped > 0
+        ? `all ${skipped} images are already in ${options.out}`
+        : `no image files found in: ${paths.join(', ')}`;
     process.stderr.write(`facefleet embed: ${what}\n`);
     return skipped > 0 ? 0 : 1;
   }
-  if (skipped > 0) logger.info({ skipped, remaining: todo.length }, 'resuming: images already in the output folder are skipped');
+  if (skipped > 0)
+    logger.info(
+      { skipped, remaining: todo.length },
+      'resuming: images already in the output folder are skipped',
+    );
 
   const pool = await EnginePool.start({
     processes: Math.min(options.workers, todo.length),
-    engine: { backend: options.backend, minConfidence: options.minConfidence, maxPixels: options.maxPixels },
+    engine: {
+      backend: options.backend,
+      minConfidence: options.minConfidence,
+      maxPixels: options.maxPixels,
+    },
     maxJobsPerProcess: options.maxJobsPerProcess,
     logger,
     logLevel: options.logLevel,
@@ -94,7 +109,14 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
   };
 
   try {
-    await runAll(todo, pool, write, options.aligned, options.minConfidence, () => interrupted || outputClosed);
+    await runAll(
+      todo,
+      pool,
+      write,
+      options.aligned,
+      options.minConfidence,
+      () => interrupted || outputClosed,
+    );
   } finally {
     progress.stop();
     process.off('SIGINT', onSignal);
@@ -130,7 +152,11 @@ async function runAll(
   const feed = async (): Promise<void> => {
     while (next < files.length && !stop()) {
       const file = files[next++] as string;
-      const job = { id: idFromPath(file), file, options: { minConfidence, ...(aligned ? { aligned } : {}) } };
+      const job = {
+        id: idFromPath(file),
+        file,
+        options: { minConfidence, ...(aligned ? { aligned } : {}) },
+      };
       write(await pool.run(job, jobKey({ file })));
     }
   };

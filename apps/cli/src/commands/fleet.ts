@@ -58,7 +58,8 @@ const EnqueueSchema = z
 /** `facefleet enqueue`: streams paths (walked folders, files, a list) into the jobs queue in bulk. */
 export async function enqueue(paths: string[], raw: Record<string, unknown>): Promise<number> {
   const options = parse(EnqueueSchema, raw);
-  if (paths.length === 0 && !options.list) throw new UsageError('give files, folders or --list FILE');
+  if (paths.length === 0 && !options.list)
+    throw new UsageError('give files, folders or --list FILE');
 
   const entries = async function* () {
     if (paths.length > 0) yield* imageFiles(paths);
@@ -66,15 +67,25 @@ export async function enqueue(paths: string[], raw: Record<string, unknown>): Pr
   };
   // A second, cheaper walk counts the files meanwhile, so that the progress bar can show an ETA.
   const progress = new Progress(undefined, 'jobs');
-  if (!options.list && process.stderr.isTTY) void countAll(imageFiles(paths)).then((n) => progress.setTotal(n), () => undefined);
+  if (!options.list && process.stderr.isTTY)
+    void countAll(imageFiles(paths)).then(
+      (n) => progress.setTotal(n),
+      () => undefined,
+    );
 
   const producer = await FaceProducer.connect();
   const started = performance.now();
   const totals = { added: 0, existing: 0, refused: 0 };
   let batch: unknown[] = [];
   const flush = async () => {
-    const result = await producer.enqueue(batch, options.priority ? { priority: options.priority } : {});
-    for (const r of result.refused) process.stderr.write(`facefleet enqueue: refused ${JSON.stringify(batch[r.index])}: ${r.reason}\n`);
+    const result = await producer.enqueue(
+      batch,
+      options.priority ? { priority: options.priority } : {},
+    );
+    for (const r of result.refused)
+      process.stderr.write(
+        `facefleet enqueue: refused ${JSON.stringify(batch[r.index])}: ${r.reason}\n`,
+      );
     totals.added += result.added;
     totals.existing += result.existing;
     totals.refused += result.refused.length;
@@ -92,7 +103,9 @@ export async function enqueue(paths: string[], raw: Record<string, unknown>): Pr
     progress.stop();
     await producer.close();
     if (isRedisDown(error)) {
-      throw new RedisUnavailableError(`lost Redis at ${redactUrl(producer.config.redisUrl)} while enqueueing (${(error as Error).message}); run the same command again to resume`);
+      throw new RedisUnavailableError(
+        `lost Redis at ${redactUrl(producer.config.redisUrl)} while enqueueing (${(error as Error).message}); run the same command again to resume`,
+      );
     }
     throw error;
   }
@@ -130,8 +143,14 @@ function startWorker(options: z.output<typeof WorkerSchema>, logger: Logger): Pr
   return FaceWorker.start({
     processes: options.concurrency,
     maxJobsPerProcess: options.maxJobsPerProcess,
-    engine: { backend: options.backend, minConfidence: options.minConfidence, urlTimeoutMs: options.urlTimeoutMs },
-    fleet: options.lockMs ? { lockDurationMs: options.lockMs, stalledIntervalMs: options.lockMs } : {},
+    engine: {
+      backend: options.backend,
+      minConfidence: options.minConfidence,
+      urlTimeoutMs: options.urlTimeoutMs,
+    },
+    fleet: options.lockMs
+      ? { lockDurationMs: options.lockMs, stalledIntervalMs: options.lockMs }
+      : {},
     logger,
     logLevel: options.logLevel,
   });
@@ -157,7 +176,11 @@ const SinkSchema = z
 export async function sink(raw: Record<string, unknown>): Promise<number> {
   const options = parse(SinkSchema, raw);
   const logger = createLogger('facefleet-sink', options.logLevel);
-  const running = await FaceSink.start({ out: options.out, logger, ...(options.group ? { groupPattern: options.group } : {}) });
+  const running = await FaceSink.start({
+    out: options.out,
+    logger,
+    ...(options.group ? { groupPattern: options.group } : {}),
+  });
   return untilSignal(logger, () => running.close());
 }
 
@@ -179,10 +202,17 @@ export async function up(raw: Record<string, unknown>): Promise<number> {
   const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
   const redis = await ensureRedis(redisUrl, logger);
 
-  const sinkRunning = await FaceSink.start({ out, logger, ...(group ? { groupPattern: group } : {}) });
+  const sinkRunning = await FaceSink.start({
+    out,
+    logger,
+    ...(group ? { groupPattern: group } : {}),
+  });
   const workerRunning = await startWorker({ ...rest, concurrency: workers }, logger);
   const apiProcess = api ? spawnApi({ port, host, logLevel: rest.logLevel }) : undefined;
-  logger.info({ out, workers, redis: redactUrl(redisUrl), api: api ? `http://${host}:${port}` : 'off' }, 'fleet up: enqueue with "npx facefleet enqueue <paths>"');
+  logger.info(
+    { out, workers, redis: redactUrl(redisUrl), api: api ? `http://${host}:${port}` : 'off' },
+    'fleet up: enqueue with "npx facefleet enqueue <paths>"',
+  );
   return untilSignal(logger, async () => {
     apiProcess?.kill('SIGTERM');
     if (apiProcess) await exited(apiProcess);
@@ -222,9 +252,16 @@ export async function status(raw: { json?: boolean }): Promise<number> {
     return 0;
   }
   for (const q of queues) {
-    const counts = Object.entries(q.counts).map(([state, n]) => `${state} ${n}`).join(', ');
-    const processes = q.name === 'faces' ? ` (${plural(q.inferenceProcesses, 'inference process', 'inference processes')})` : '';
-    process.stdout.write(`${q.name}: ${counts}; ${plural(q.workers, 'worker')}${processes}; ${q.finishedLastMinute} finished in the last minute\n`);
+    const counts = Object.entries(q.counts)
+      .map(([state, n]) => `${state} ${n}`)
+      .join(', ');
+    const processes =
+      q.name === 'faces'
+        ? ` (${plural(q.inferenceProcesses, 'inference process', 'inference processes')})`
+        : '';
+    process.stdout.write(
+      `${q.name}: ${counts}; ${plural(q.workers, 'worker')}${processes}; ${q.finishedLastMinute} finished in the last minute\n`,
+    );
   }
   return 0;
 }

@@ -3,7 +3,9 @@ import { DEFAULT_MODELS_DIR, installModels, readManifest, readNetworks } from '@
 /** `facefleet models install`: copies the pinned weights into models/ and checks their sha256. */
 export async function modelsInstall(dir: string = DEFAULT_MODELS_DIR): Promise<number> {
   const { copied, kept } = await installModels(dir);
-  process.stderr.write(`facefleet models: ${copied.length} copied, ${kept.length} already in place (${dir})\n`);
+  process.stderr.write(
+    `facefleet models: ${copied.length} copied, ${kept.length} already in place (${dir})\n`,
+  );
   return 0;
 }
 
