@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { MetricsTime, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
+import { UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
 import { EnginePool, type EngineConfigInput, type Logger } from '@facefleet/engine';
 import { ERRORS, QUEUES, type ImageResult, type Job } from '@facefleet/protocol';
 import {
@@ -61,7 +61,6 @@ export class FaceWorker {
         lockDuration: config.lockDurationMs,
         stalledInterval: config.stalledIntervalMs,
         maxStalledCount: config.maxStalledCount,
-        metrics: { maxDataPoints: MetricsTime.ONE_WEEK },
       },
     );
     const fleetWorker = new FaceWorker(worker, pool, results, logger);
@@ -69,7 +68,6 @@ export class FaceWorker {
     return fleetWorker;
   }
 
-  /** Stops taking jobs, finishes the ones in hand, then stops the inference processes. */
   private probing = false;
 
   /** While Redis is lost, asks it a cheap question each second; the first answer ends the outage. */
@@ -87,6 +85,7 @@ export class FaceWorker {
     }
   }
 
+  /** Stops taking jobs, finishes the ones in hand, then stops the inference processes. */
   async close(): Promise<void> {
     await this.worker.close();
     await this.pool.close();
@@ -118,7 +117,8 @@ export class FaceWorker {
       );
       // BullMQ fails a job that lost its worker too often without running it: its image still
       // gets a status, so that the output folder accounts for every image.
-      if (job?.id && /stalled more than allowable limit/.test(error.message)) {
+      const publishes = job?.data.options?.publish !== false;
+      if (job?.id && publishes && /stalled more than allowable limit/.test(error.message)) {
         const status = crashedStatus(job.id, job.data, error.message);
         publish(this.results, job.id, job.data.group, { status, records: [] }).catch(
           (e: unknown) => {
