@@ -1,7 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue, QueueEvents } from 'bullmq';
@@ -19,6 +18,7 @@ import {
   waitForLog,
   waitForStatuses,
   type Running,
+  freePort,
 } from './fleet-helpers.js';
 
 let work: string;
@@ -51,15 +51,6 @@ function linkFolder(name: string, sources: string[]): string {
     ),
   );
   return dir;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function redisPing(port: number): boolean {
@@ -124,7 +115,7 @@ describe('a job whose inference takes longer than the lock duration', () => {
 
 describe('a job whose workers keep dying', () => {
   it('fails as WORKER_CRASHED past the stall limit, and its image still gets exactly one status', async () => {
-    const env = { ...fleetEnv(), FACEFLEET_MAX_STALLED: '0' };
+    const env: Record<string, string> = { ...fleetEnv(), FACEFLEET_MAX_STALLED: '0' };
     const out = join(work, 'out-stalled-out');
     const queue = new Queue('faces', {
       connection: { url: REDIS_URL },
@@ -234,7 +225,11 @@ describe('bad jobs', () => {
 
 describe('a transient fault (a URL that times out once)', () => {
   it('is retried with backoff and succeeds; URLs and paths come from a --list on stdin', async () => {
-    const env = { ...fleetEnv(), FACEFLEET_BACKOFF_MS: '100', FACEFLEET_URL_ALLOW: '127.0.0.1' };
+    const env: Record<string, string> = {
+      ...fleetEnv(),
+      FACEFLEET_BACKOFF_MS: '100',
+      FACEFLEET_URL_ALLOW: '127.0.0.1',
+    };
     const out = join(work, 'out-transient');
     const bytes = readFileSync(data('ageitgey_face_recognition/tests/test_images/obama.jpg'));
     let requests = 0;
@@ -281,7 +276,7 @@ describe('a transient fault (a URL that times out once)', () => {
       });
       expect(requests).toBe(2);
       expect(job?.attemptsMade).toBe(2);
-      expect(job?.stacktrace.join('\n') ?? '').toContain('URL_TIMEOUT');
+      expect((job?.stacktrace ?? []).join('\n') ?? '').toContain('URL_TIMEOUT');
     } finally {
       server.closeAllConnections();
       server.close();
@@ -375,21 +370,21 @@ describe('a second sink on the same fleet', () => {
 });
 
 describe('when nothing answers at REDIS_URL', () => {
-  it.each([['enqueue', 'derived'], ['status']])(
-    'facefleet %s says so and exits 1 at once',
-    async (command, folder) => {
-      const started = Date.now();
-      const result = await run([command!, ...(folder ? [data(folder)] : [])], {
-        REDIS_URL: 'redis://127.0.0.1:1',
-      });
+  it.each([
+    ['enqueue', 'derived'],
+    ['status', ''],
+  ])('facefleet %s says so and exits 1 at once', async (command, folder) => {
+    const started = Date.now();
+    const result = await run([command, ...(folder ? [data(folder)] : [])], {
+      REDIS_URL: 'redis://127.0.0.1:1',
+    });
 
-      expect(result.code).toBe(1);
-      expect(result.log).toMatch(
-        /^facefleet: cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(.*ECONNREFUSED.*\); start Redis or set REDIS_URL\n$/,
-      );
-      expect(Date.now() - started).toBeLessThan(15_000);
-    },
-  );
+    expect(result.code).toBe(1);
+    expect(result.log).toMatch(
+      /^facefleet: cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(.*ECONNREFUSED.*\); start Redis or set REDIS_URL\n$/,
+    );
+    expect(Date.now() - started).toBeLessThan(15_000);
+  });
 });
 
 describe('facefleet up where Redis does not run but is installed', () => {

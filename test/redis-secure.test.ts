@@ -1,26 +1,24 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { data } from './helpers.js';
-import { run, start, until, waitForLog, waitForStatuses, type Running } from './fleet-helpers.js';
+import {
+  freePort,
+  run,
+  start,
+  until,
+  waitForLog,
+  waitForStatuses,
+  type Running,
+} from './fleet-helpers.js';
 
 const PASSWORD = 'not-in-any-log-7f3a';
 let work: string;
 let redis: ChildProcess;
 let port: number;
 const running: Running[] = [];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port: p } = server.address() as { port: number };
-      server.close(() => resolve(p));
-    });
-  });
-}
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'facefleet-tls-'));
