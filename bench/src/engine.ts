@@ -77,7 +77,7 @@ export async function benchEngine(
       rDecode += performance.now() - t;
       t = performance.now();
       const result = await faceapi
-        .detectAllFaces(tensor as never, new faceapi.SsdMobilenetv1Options({ minConfidence: 0.5 }))
+        .detectAllFaces(tensor, new faceapi.SsdMobilenetv1Options({ minConfidence: 0.5 }))
         .withFaceLandmarks()
         .withFaceDescriptors();
       (tensor as unknown as { dispose(): void }).dispose();
@@ -85,14 +85,14 @@ export async function benchEngine(
       rInfer += performance.now() - t;
     }
     if (warm) continue;
-    (ours.read.push(oRead),
-      ours.decode.push(oDecode),
-      ours.infer.push(oInfer),
-      ours.total.push(oRead + oDecode + oInfer));
-    (ref.read.push(rRead),
-      ref.decode.push(rDecode),
-      ref.infer.push(rInfer),
-      ref.total.push(rRead + rDecode + rInfer));
+    ours.read.push(oRead);
+    ours.decode.push(oDecode);
+    ours.infer.push(oInfer);
+    ours.total.push(oRead + oDecode + oInfer);
+    ref.read.push(rRead);
+    ref.decode.push(rDecode);
+    ref.infer.push(rInfer);
+    ref.total.push(rRead + rDecode + rInfer);
     ours.faces = oFaces;
     ref.faces = rFaces;
   }

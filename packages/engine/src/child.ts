@@ -1,4 +1,5 @@
 import sharp from 'sharp';
+import type { EngineConfigInput } from './config.js';
 import { FaceEngine } from './engine.js';
 import { ENGINE_CONFIG_ENV, type FromChild, type ToChild } from './ipc.js';
 import { createLogger } from './log.js';
@@ -23,7 +24,10 @@ function send(message: FromChild): void {
 async function main(): Promise<void> {
   let engine: FaceEngine;
   try {
-    engine = await FaceEngine.create(JSON.parse(process.env[ENGINE_CONFIG_ENV] ?? '{}'), logger);
+    engine = await FaceEngine.create(
+      JSON.parse(process.env[ENGINE_CONFIG_ENV] ?? '{}') as EngineConfigInput,
+      logger,
+    );
   } catch (error) {
     send({ type: 'fatal', message: error instanceof Error ? error.message : String(error) });
     process.disconnect?.();

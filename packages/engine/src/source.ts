@@ -1,4 +1,5 @@
 import { open } from 'node:fs/promises';
+import type { ReadableStreamReadResult } from 'node:stream/web';
 import type { ImageSource } from '@facefleet/protocol';
 import type { EngineConfig } from './config.js';
 import { fetch as undiciFetch, type Response as UndiciResponse } from 'undici';
@@ -58,7 +59,7 @@ const NOT_IMAGE =
   /^(text\/|application\/(json|xml|xhtml|javascript|pdf|x-www-form-urlencoded)|image\/svg)/i;
 
 async function fetchLimited(url: string, limits: SourceLimits): Promise<Buffer> {
-  let current = URL.canParse(url) ? new URL(url) : undefined;
+  const current = URL.canParse(url) ? new URL(url) : undefined;
   if (!current) throw new FaceFleetError('URL_INVALID', `not a URL: ${url.slice(0, 200)}`);
 
   const signal = AbortSignal.timeout(limits.urlTimeoutMs);
@@ -171,7 +172,7 @@ async function readBodyLimited(
   let total = 0;
   const reader = response.body.getReader();
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = (await reader.read()) as ReadableStreamReadResult<Uint8Array>;
     if (done) break;
 
     total += value.byteLength;

@@ -113,7 +113,7 @@ export class FaceProducer {
     for (const key of unique.keys()) pipeline.exists(jobHashKey(this.config, QUEUES.jobs, key));
     const answers = (await pipeline.exec()) ?? [];
     const failure = answers.find(([error]) => error);
-    if (failure) throw failure[0];
+    if (failure?.[0]) throw failure[0];
     return [...unique.values()].filter((_, i) => answers[i]?.[1] === 0);
   }
 

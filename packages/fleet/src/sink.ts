@@ -27,12 +27,11 @@ export interface FaceSinkOptions {
  * by its key and not written twice.
  */
 export class FaceSink {
-  written = 0;
-  duplicates = 0;
-
   private constructor(
     private readonly worker: Worker<PublishedResult, void>,
     readonly folder: OutputFolder,
+    /** Results written, and results skipped as already written (redelivered). */
+    readonly counts: { readonly written: number; readonly duplicates: number },
   ) {}
 
   static async start(options: FaceSinkOptions): Promise<FaceSink> {
@@ -42,18 +41,20 @@ export class FaceSink {
       options.out,
       options.groupPattern ? { groupPattern: options.groupPattern } : {},
     );
-    let sink: FaceSink | undefined;
+    const counts = { written: 0, duplicates: 0 };
 
+    // Writing is synchronous: one result at a time, in the order they are taken.
     const worker = new Worker<PublishedResult, void>(
       QUEUES.results,
-      async (job) => {
+      (job) => {
         const message = PublishedResultSchema.parse(job.data);
         const result = {
           ...message.result,
           status: { ...message.result.status, key: message.key },
         };
-        if (folder.write(result, message.group)) sink!.written += 1;
-        else sink!.duplicates += 1;
+        if (folder.write(result, message.group)) counts.written += 1;
+        else counts.duplicates += 1;
+        return Promise.resolve();
       },
       {
         connection: connectionOptions(config, 'worker'),
@@ -65,7 +66,7 @@ export class FaceSink {
         removeOnComplete: { count: 1000 },
       },
     );
-    sink = new FaceSink(worker, folder);
+    const sink = new FaceSink(worker, folder, counts);
     worker.on('error', (error) => options.logger.warn({ err: error.message }, 'sink: redis error'));
     worker.on('failed', (job, error) =>
       options.logger.error({ jobId: job?.id, err: error.message }, 'sink: result not written'),

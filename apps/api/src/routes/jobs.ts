@@ -31,13 +31,11 @@ export function jobRoutes(app: FastifyInstance, config: ApiConfig, fleet: FleetC
       }
     }
     if (refused.length > 0) {
-      return reply
-        .code(400)
-        .send({
-          error: `${refused.length} of ${bodies.length} jobs refused; none enqueued`,
-          code: 'JOB_INVALID',
-          refused,
-        });
+      return reply.code(400).send({
+        error: `${refused.length} of ${bodies.length} jobs refused; none enqueued`,
+        code: 'JOB_INVALID',
+        refused,
+      });
     }
 
     const result = await fleet.producer.enqueue(jobs);

@@ -62,7 +62,8 @@ export function metricsRoutes(app: FastifyInstance, fleet: FleetClient): Registr
   });
 
   fleet.events.on('completed', ({ returnvalue }) => {
-    const value = typeof returnvalue === 'string' ? safeJson(returnvalue) : returnvalue;
+    const raw: unknown = returnvalue;
+    const value = typeof raw === 'string' ? safeJson(raw) : raw;
     const parsed = JobReturnSchema.safeParse(value);
     if (!parsed.success) return;
     completed.inc({ status: parsed.data.status.status });

@@ -181,7 +181,10 @@ export async function sink(raw: Record<string, unknown>): Promise<number> {
     logger,
     ...(options.group ? { groupPattern: options.group } : {}),
   });
-  return untilSignal(logger, () => running.close());
+  return untilSignal(logger, async () => {
+    await running.close();
+    logger.info({ ...running.counts }, 'sink stopped: results written, and redelivered ones skipped');
+  });
 }
 
 const UpSchema = WorkerSchema.omit({ concurrency: true })
