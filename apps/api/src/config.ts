@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseSettings } from '@facefleet/protocol';
 
 export const ApiConfigSchema = z
   .object({
@@ -49,14 +50,7 @@ export function apiConfig(
     ...(env.FACEFLEET_API_PORT ? { port: Number(env.FACEFLEET_API_PORT) } : {}),
     ...(env.FACEFLEET_MAX_BODY_BYTES ? { maxBodyBytes: Number(env.FACEFLEET_MAX_BODY_BYTES) } : {}),
   };
-  const parsed = ApiConfigSchema.safeParse({ ...fromEnv, ...input });
-  if (!parsed.success) {
-    const problems = parsed.error.issues
-      .map((i) => `${String(i.path[0] ?? '')}: ${i.message}`)
-      .join('; ');
-    throw new Error(
-      `invalid API configuration (${problems}); see FACEFLEET_TOKEN, FACEFLEET_FILE_ROOTS, FACEFLEET_ALLOW_EXIT`,
-    );
-  }
-  return parsed.data;
+  const hint =
+    'FACEFLEET_TOKEN, FACEFLEET_FILE_ROOTS, FACEFLEET_ALLOW_EXIT, FACEFLEET_MAX_BODY_BYTES';
+  return parseSettings(ApiConfigSchema, { ...fromEnv, ...input }, 'API configuration', hint);
 }

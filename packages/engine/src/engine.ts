@@ -1,5 +1,5 @@
 import type { BBox, ImageResult, ImageStatus, Job } from '@facefleet/protocol';
-import { sourceOf } from '@facefleet/protocol';
+import { sourceOf, statusBase } from '@facefleet/protocol';
 import type { BackendInfo, FaceApi, Runtime } from './backend.js';
 import { loadRuntime } from './backend.js';
 import { parseEngineConfig, type EngineConfig, type EngineConfigInput } from './config.js';
@@ -74,15 +74,7 @@ export class FaceEngine {
   /** Loads, decodes and analyses one job's image; failures become a `failed` status. */
   async process(job: Job, key?: string): Promise<ImageResult> {
     const source = sourceOf(job);
-    const base = {
-      id: job.id,
-      ...(key ? { key } : {}),
-      ...('file' in source
-        ? { source: source.file }
-        : 'url' in source
-          ? { source: source.url }
-          : {}),
-    };
+    const base = statusBase(job, key);
 
     try {
       const bytes = await readSource(source, { ...this.config, urlPolicy: this.urlPolicy });

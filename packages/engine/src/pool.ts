@@ -1,6 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { ImageResult, Job } from '@facefleet/protocol';
+import { statusBase, type ImageResult, type Job } from '@facefleet/protocol';
 import type { BackendInfo } from './backend.js';
 import type { EngineConfigInput } from './config.js';
 import { ENGINE_CONFIG_ENV, type FromChild, type ToChild } from './ipc.js';
@@ -249,8 +249,7 @@ function crashed(task: Task): ImageResult {
   const message = `the inference process died ${task.attempts} times while processing this image`;
   return {
     status: {
-      id: task.job.id,
-      ...(task.key ? { key: task.key } : {}),
+      ...statusBase(task.job, task.key),
       status: 'failed',
       faces: 0,
       error: { code: 'WORKER_CRASHED', message },

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseSettings } from '@facefleet/protocol';
 
 export const FleetConfigSchema = z
   .object({
@@ -47,16 +48,8 @@ export function fleetConfig(
     if (value === undefined || value === '') continue;
     fromEnv[key] = key === 'redisUrl' || key === 'prefix' ? value : Number(value);
   }
-  const parsed = FleetConfigSchema.safeParse({ ...fromEnv, ...input });
-  if (!parsed.success) {
-    const problems = parsed.error.issues
-      .map((i) => `${String(i.path[0] ?? '')}: ${i.message}`)
-      .join('; ');
-    throw new Error(
-      `invalid fleet configuration (${problems}); see ${Object.keys(FROM_ENV).join(', ')}`,
-    );
-  }
-  return parsed.data;
+  const hint = Object.keys(FROM_ENV).join(', ');
+  return parseSettings(FleetConfigSchema, { ...fromEnv, ...input }, 'fleet configuration', hint);
 }
 
 /** The Redis URL with any password replaced, for logs and messages. */

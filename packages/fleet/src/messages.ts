@@ -1,16 +1,10 @@
 import { z } from 'zod';
-import {
-  FaceRecordSchema,
-  ImageResultSchema,
-  ImageStatusSchema,
-  JobSchema,
-} from '@facefleet/protocol';
+import { FaceRecordSchema, ImageResultSchema, ImageStatusSchema } from '@facefleet/protocol';
 
 /**
- * What crosses Redis, validated on both sides. A jobs-queue job's data is a Job (its BullMQ id is
- * the job key); a results-queue job's data is an image's result plus the group it belongs to.
+ * What crosses Redis, validated on both sides. A jobs-queue job's data is a Job (JobSchema; its
+ * BullMQ id is the job key); a results-queue job's data is an image's result plus its group.
  */
-export const QueuedJobSchema = JobSchema;
 
 export const PublishedResultSchema = z
   .object({

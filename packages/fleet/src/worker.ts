@@ -1,7 +1,14 @@
 import { hostname } from 'node:os';
 import { UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
 import { EnginePool, type EngineConfigInput, type Logger } from '@facefleet/engine';
-import { ERRORS, QUEUES, type ImageResult, type Job } from '@facefleet/protocol';
+import {
+  ERRORS,
+  JobSchema,
+  QUEUES,
+  statusBase,
+  type ImageResult,
+  type Job,
+} from '@facefleet/protocol';
 import {
   connectionOptions,
   fleetConfig,
@@ -9,7 +16,7 @@ import {
   type FleetConfig,
   type FleetConfigInput,
 } from './config.js';
-import { PublishedResultSchema, QueuedJobSchema, type JobReturn } from './messages.js';
+import { PublishedResultSchema, type JobReturn } from './messages.js';
 import { resultsQueue, type ResultsQueue } from './queues.js';
 
 export interface FaceWorkerOptions {
@@ -143,13 +150,16 @@ async function processJob(
   results: ResultsQueue,
 ): Promise<JobReturn> {
   const key = job.id ?? '';
-  const parsed = QueuedJobSchema.safeParse(job.data);
+  const parsed = JobSchema.safeParse(job.data);
   if (!parsed.success) {
     const message = parsed.error.issues.map((i) => i.message).join('; ');
-    const id =
-      typeof (job.data as { id?: unknown }).id === 'string' ? (job.data as { id: string }).id : key;
     await publish(results, key, undefined, {
-      status: { id, key, status: 'failed', faces: 0, error: { code: 'JOB_INVALID', message } },
+      status: {
+        ...statusBase(job.data, key),
+        status: 'failed',
+        faces: 0,
+        error: { code: 'JOB_INVALID', message },
+      },
       records: [],
     });
     throw coded(`JOB_INVALID: ${message}`);
@@ -177,13 +187,9 @@ async function processJob(
 }
 
 function crashedStatus(key: string, data: Partial<Job>, reason: string): ImageResult['status'] {
-  const id = typeof data.id === 'string' || typeof data.id === 'number' ? data.id : key;
   const message = `the job lost its worker more than the allowed number of times (${reason})`;
-  const source = data.file ?? data.url;
   return {
-    id,
-    key,
-    ...(source ? { source } : {}),
+    ...statusBase(data, key),
     status: 'failed',
     faces: 0,
     error: { code: 'WORKER_CRASHED', message },

@@ -3,3 +3,4 @@ export * from './records.js';
 export * from './job.js';
 export * from './groups.js';
 export * from './queues.js';
+export * from './settings.js';

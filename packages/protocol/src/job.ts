@@ -61,3 +61,17 @@ export function jobKey(source: ImageSource): string {
         : ['data', source.data];
   return `${kind}_${createHash('sha256').update(value).digest('hex').slice(0, 32)}`;
 }
+
+/**
+ * The part of a status line that names the image: its id (or the key when the job has none
+ * usable), the job key, and the path or URL it came from. The job may be unvalidated data.
+ */
+export function statusBase(
+  job: Partial<Job>,
+  key?: string,
+): { id: string | number; key?: string; source?: string } {
+  const id = typeof job.id === 'string' || typeof job.id === 'number' ? job.id : (key ?? '');
+  const source =
+    typeof job.file === 'string' ? job.file : typeof job.url === 'string' ? job.url : undefined;
+  return { id, ...(key ? { key } : {}), ...(source ? { source } : {}) };
+}

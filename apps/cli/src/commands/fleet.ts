@@ -183,7 +183,10 @@ export async function sink(raw: Record<string, unknown>): Promise<number> {
   });
   return untilSignal(logger, async () => {
     await running.close();
-    logger.info({ ...running.counts }, 'sink stopped: results written, and redelivered ones skipped');
+    logger.info(
+      { ...running.counts },
+      'sink stopped: results written, and redelivered ones skipped',
+    );
   });
 }
 
