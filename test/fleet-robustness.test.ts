@@ -255,7 +255,7 @@ describe('a transient fault (a URL that times out once)', () => {
       const list = `# an ingest list\n${url}\n\n${data('derived/empty.jpg')}\n${folder}\n`;
       const enqueued = await run(['enqueue', '--list', '-'], env, list);
       const statuses = await waitForStatuses(out, 4);
-      const [job] = await queue.getJobs(['completed']);
+      const job = (await queue.getJobs(['completed'])).find((j) => j.data?.url === url);
 
       expect(enqueued.log).toContain('4 jobs added');
       expect(
@@ -275,6 +275,7 @@ describe('a transient fault (a URL that times out once)', () => {
         error: { code: 'IMAGE_EMPTY' },
       });
       expect(requests).toBe(2);
+      expect(job).toBeDefined();
       expect(job?.attemptsMade).toBe(2);
       expect((job?.stacktrace ?? []).join('\n') ?? '').toContain('URL_TIMEOUT');
     } finally {
