@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
-import { BACKENDS, ModelError } from '@facefleet/engine';
+import { BACKENDS, DETECTORS, ModelError } from '@facefleet/engine';
 import { embed } from './commands/embed.js';
 import { enqueue, serve, sink, status, up, worker } from './commands/fleet.js';
 import { modelsInstall, modelsVerify } from './commands/models.js';
@@ -31,6 +31,11 @@ program
   )
   .option('-w, --workers <n>', 'inference processes', String(availableParallelism()))
   .option('-c, --min-confidence <x>', 'minimum detector score, 0..1', '0.5')
+  .addOption(
+    new Option('--detector <name>', 'face detector: ssd (accurate) or tiny (faster, misses more)')
+      .choices(DETECTORS)
+      .default('ssd'),
+  )
   .option('--aligned', 'take each image as one aligned face chip (no detection)')
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
   .option('--max-pixels <n>', 'refuse images with more pixels than this', '100000000')
@@ -144,6 +149,11 @@ function withWorkerOptions(command: Command): Command {
     )
     .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
     .option('--min-confidence <x>', 'minimum detector score when a job does not say', '0.5')
+    .addOption(
+      new Option('--detector <name>', 'face detector: ssd (accurate) or tiny (faster, misses more)')
+        .choices(DETECTORS)
+        .default('ssd'),
+    )
     .option('--lock-ms <ms>', 'job lock duration and stalled-check interval (default 30000)')
     .option('--url-timeout-ms <ms>', 'total time allowed to fetch one URL', '30000')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info');

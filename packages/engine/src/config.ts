@@ -8,6 +8,9 @@ export const DEFAULT_MODELS_DIR =
 export const BACKENDS = ['auto', 'tfjs-node', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
 
+export const DETECTORS = ['ssd', 'tiny'] as const;
+export type DetectorName = (typeof DETECTORS)[number];
+
 export const EngineConfigSchema = z
   .object({
     /** Directory holding `manifest.json` and the weight files it lists. */
@@ -17,7 +20,14 @@ export const EngineConfigSchema = z
      * than wasm and runs only when asked for by name.
      */
     backend: z.enum(BACKENDS).default('auto'),
-    /** SSD MobileNet v1 minimum detection score. */
+    /**
+     * The face detector: `ssd` (SSD MobileNet v1, the default and the accurate one) or `tiny` (the
+     * Tiny Face Detector: faster, misses small and turned faces; see BENCHMARKS.md).
+     */
+    detector: z.enum(DETECTORS).default('ssd'),
+    /** Input size of the Tiny Face Detector (a multiple of 32); larger finds smaller faces. */
+    tinyInputSize: z.number().int().min(128).max(1024).multipleOf(32).default(416),
+    /** Minimum detection score, for either detector. */
     minConfidence: z.number().min(0).max(1).default(0.5),
     /** The most faces reported for one image. */
     maxFaces: z.number().int().positive().default(100),

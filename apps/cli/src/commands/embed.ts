@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { BACKENDS, createLogger, EnginePool, type PoolOutcome } from '@facefleet/engine';
+import { BACKENDS, createLogger, DETECTORS, EnginePool, type PoolOutcome } from '@facefleet/engine';
 import { imageFiles, OutputFolder } from '@facefleet/fleet';
 import { idFromPath, jobKey, type ImageResult } from '@facefleet/protocol';
 import { optionIssues, regexOption, UsageError } from '../usage.js';
@@ -14,6 +14,7 @@ export const EmbedOptionsSchema = z
     minConfidence: z.coerce.number().min(0).max(1).default(0.5),
     aligned: z.boolean().default(false),
     backend: z.enum(BACKENDS).default('auto'),
+    detector: z.enum(DETECTORS).default('ssd'),
     maxPixels: z.coerce.number().int().positive().default(100_000_000),
     maxJobsPerProcess: z.coerce.number().int().min(0).default(0),
     retryFailed: z.boolean().default(false),
@@ -70,6 +71,7 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
     processes: Math.min(options.workers, todo.length),
     engine: {
       backend: options.backend,
+      detector: options.detector,
       minConfidence: options.minConfidence,
       maxPixels: options.maxPixels,
     },
@@ -129,7 +131,7 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
   process.stderr.write(
     `facefleet embed: ${plural(totals.images, 'image')}, ${plural(totals.faces, 'face')}, ${totals.noFaces} without faces, ` +
       `${totals.failed} failed, ${(totals.images / seconds).toFixed(2)} images/s (${seconds.toFixed(1)} s, ` +
-      `${plural(processes, 'process', 'processes')}, ${backend} backend)` +
+      `${plural(processes, 'process', 'processes')}, ${backend} backend${options.detector === 'tiny' ? ', tiny detector' : ''})` +
       (skipped > 0 ? `; ${skipped} skipped as already done` : '') +
       (interrupted ? `; interrupted: ${todo.length - totals.images} not processed` : '') +
       (outputClosed ? `; stdout was closed: ${todo.length - totals.images} not processed` : '') +

@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { BACKENDS, createLogger, type Logger } from '@facefleet/engine';
+import { BACKENDS, createLogger, DETECTORS, type Logger } from '@facefleet/engine';
 import {
   FaceProducer,
   FaceSink,
@@ -132,6 +132,7 @@ const WorkerSchema = z
     concurrency: z.coerce.number().int().min(1).max(256).default(availableParallelism()),
     maxJobsPerProcess: z.coerce.number().int().min(0).default(0),
     backend: z.enum(BACKENDS).default('auto'),
+    detector: z.enum(DETECTORS).default('ssd'),
     minConfidence: z.coerce.number().min(0).max(1).default(0.5),
     lockMs: z.coerce.number().int().min(100).optional(),
     urlTimeoutMs: z.coerce.number().int().min(1).default(30_000),
@@ -145,6 +146,7 @@ function startWorker(options: z.output<typeof WorkerSchema>, logger: Logger): Pr
     maxJobsPerProcess: options.maxJobsPerProcess,
     engine: {
       backend: options.backend,
+      detector: options.detector,
       minConfidence: options.minConfidence,
       urlTimeoutMs: options.urlTimeoutMs,
     },
