@@ -8,3 +8,4 @@ export * from './models.js';
 export * from './pool.js';
 export * from './source.js';
 export * from './url-policy.js';
+export * from './onnx/index.js';

@@ -1,19 +1,21 @@
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { z } from 'zod';
 
+const FileEntrySchema = z.object({
+  file: z.string(),
+  network: z.string(),
+  bytes: z.number().int().positive(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+
 const ManifestSchema = z.object({
   source: z.object({ package: z.string(), version: z.string(), path: z.string() }),
-  files: z.array(
-    z.object({
-      file: z.string(),
-      network: z.string(),
-      bytes: z.number().int().positive(),
-      sha256: z.string().regex(/^[0-9a-f]{64}$/),
-    }),
-  ),
+  files: z.array(FileEntrySchema),
+  /** ONNX models generated from the weights of `network` by facefleet's exporter (never copied). */
+  onnx: z.array(FileEntrySchema).default([]),
 });
 export type ModelManifest = z.infer<typeof ManifestSchema>;
 
@@ -105,11 +107,13 @@ export async function readNetworks(
 
 /**
  * Copies the manifest's files from the pinned npm package into `modelsDir`, checking each
- * sha256. Run at build time; the engine itself never fetches or copies weights.
+ * sha256, then writes the ONNX models that are missing or differ from the manifest, generated
+ * from those weights, and checks theirs too. Run at build time; the engine itself never fetches,
+ * copies or generates model files.
  */
 export async function installModels(
   modelsDir: string,
-): Promise<{ copied: string[]; kept: string[] }> {
+): Promise<{ copied: string[]; kept: string[]; generated: string[] }> {
   const manifest = await readManifest(modelsDir);
   const require = createRequire(import.meta.url);
   const pkgJson = require.resolve(`${manifest.source.package}/package.json`);
@@ -139,7 +143,28 @@ export async function installModels(
     }
     copied.push(entry.file);
   }
-  return { copied, kept };
+
+  const generated: string[] = [];
+  for (const entry of manifest.onnx) {
+    const target = join(modelsDir, entry.file);
+    if ((await sha256Of(target)) === entry.sha256) {
+      kept.push(entry.file);
+      continue;
+    }
+    // Imported here rather than at the top: the exporter itself reads weights through this module.
+    const { exportOnnx } = await import('./onnx/export.js');
+    const bytes = await exportOnnx(modelsDir, entry.network);
+    const digest = createHash('sha256').update(bytes).digest('hex');
+    if (digest !== entry.sha256) {
+      throw new ModelError(
+        `The ONNX export of ${entry.network} has sha256 ${digest}, but the model manifest expects ${entry.sha256} for ${entry.file}: the exporter and models/manifest.json disagree.`,
+      );
+    }
+    await writeFile(`${target}.tmp`, bytes);
+    await rename(`${target}.tmp`, target);
+    generated.push(entry.file);
+  }
+  return { copied, kept, generated };
 }
 
 async function sha256Of(path: string): Promise<string | undefined> {

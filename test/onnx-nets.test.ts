@@ -1,0 +1,243 @@
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  decodeImage,
+  exportOnnx,
+  installModels,
+  loadRuntime,
+  ModelError,
+  OnnxNets,
+  readManifest,
+  readNetworks,
+  type Runtime,
+} from '@facefleet/engine';
+import { data, distance, REPO } from './helpers.js';
+
+/*
+ * The ONNX export of face-api's three networks against face-api itself: the same input tensors,
+ * built by face-api's own NetInput from real photos, go through face-api's forward pass on tfjs
+ * (wasm) and through the ONNX model on onnxruntime-node, and the outputs are compared.
+ *
+ * Why the bounds hold and are tight enough: both sides run the same float32 arithmetic, but in a
+ * different order (ORT's im2col/GEMM kernels, folded batch norms and scale layers, fused
+ * bias/activation) and with different exp/sigmoid approximations, so results differ by rounding
+ * only: a few float32 ulps per layer, growing over ~30 layers to about 1e-6..1e-5 relative. A
+ * genuine export mistake (wrong padding side, transposed filter, a missing layer, anchors in the
+ * wrong order) moves outputs by 1e-2 or more. Measured on these three photos (9 faces), at
+ * most: scores 7.8e-7, boxes 2.2e-6, landmarks 1.3e-5 px, descriptors 1.1e-6. The bounds below
+ * sit two orders of magnitude or more above that, leaving room for other CPUs' kernels (ORT picks
+ * AVX2 or AVX-512 GEMMs at run time), and far below what a mistake gives:
+ * - scores: 1e-4 absolute (NMS thresholds 0.5 confidence / 0.5 IoU are insensitive to that);
+ * - boxes: 1e-3 of the 512-pixel input (0.5 px);
+ * - landmarks: 1 px at 112 x 112 (the 0..1 output times 112);
+ * - descriptors: Euclidean 0.01, against 0.6 between different people.
+ */
+
+const MODELS = join(REPO, 'models');
+const IMAGES = [
+  'justadudewhohacks_face-api.js/test/images/faces.jpg',
+  'ageitgey_face_recognition/examples/two_people.jpg',
+  'ageitgey_face_recognition/tests/test_images/obama.jpg',
+];
+
+type FaceApi = Runtime['faceapi'];
+type Tensor = ReturnType<FaceApi['tf']['tensor3d']>;
+
+let runtime: Runtime;
+let onnx: OnnxNets;
+
+beforeAll(async () => {
+  runtime = await loadRuntime('wasm');
+  const { faceapi } = runtime;
+  const names = ['ssdMobilenetv1', 'faceLandmark68Net', 'faceRecognitionNet'] as const;
+  const networks = await readNetworks(MODELS, names);
+  for (const name of names) {
+    const files = networks.get(name)!;
+    const weights = faceapi.tf.io.decodeWeights(
+      files.shards,
+      files.specs.flatMap((g) => g.weights) as never,
+    );
+    faceapi.nets[name].loadFromWeightMap(weights);
+  }
+  onnx = await OnnxNets.create({ modelsDir: MODELS, intraOpNumThreads: 1 });
+});
+
+afterAll(async () => {
+  await onnx?.release();
+});
+
+async function imageTensor(relative: string): Promise<Tensor> {
+  const image = await decodeImage(await readFile(data(relative)), 100_000_000);
+  return runtime.faceapi.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
+}
+
+/** face-api's batch tensor for `size` as float32 values, exactly what its nets receive. */
+function batchOf(tensors: Tensor[], size: number, centre: boolean): Float32Array {
+  const { faceapi } = runtime;
+  const input = new faceapi.NetInput(tensors);
+  return faceapi.tf.tidy(() =>
+    faceapi.tf.cast(input.toBatchTensor(size, centre), 'float32').dataSync(),
+  ) as Float32Array;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let max = 0;
+  for (let i = 0; i < a.length; i += 1) max = Math.max(max, Math.abs(a[i]! - b[i]!));
+  return max;
+}
+
+/** Measured differences, printed once at the end for the record. */
+const measured: Record<string, number[]> = {
+  scores: [],
+  boxes: [],
+  landmarksPx: [],
+  descriptor: [],
+};
+afterAll(() => {
+  const worst = Object.entries(measured).map(([k, v]) => `${k} ${Math.max(...v).toExponential(2)}`);
+  process.stderr.write(`onnx-nets worst differences: ${worst.join(', ')}\n`);
+});
+
+describe.each(IMAGES)('on %s, face-api (tfjs wasm) and the ONNX models agree', (relative) => {
+  let image: Tensor;
+  let crops: Tensor[] = [];
+
+  beforeAll(async () => {
+    image = await imageTensor(relative);
+    const { faceapi } = runtime;
+    const detections = await faceapi.nets.ssdMobilenetv1.locateFaces(image, { minConfidence: 0.5 });
+    crops = (await faceapi.extractFaceTensors(image, detections)) as Tensor[];
+  });
+
+  afterAll(() => {
+    image?.dispose();
+    crops.forEach((c) => c.dispose());
+  });
+
+  it('detector: scores within 1e-4, boxes within 1e-3 of the input size', async () => {
+    const { faceapi } = runtime;
+    const input = batchOf([image], 512, false);
+    const reference = faceapi.nets.ssdMobilenetv1.forwardInput(new faceapi.NetInput([image]));
+    const refBoxes = reference.boxes[0]!.dataSync() as Float32Array;
+    const refScores = reference.scores[0]!.dataSync() as Float32Array;
+    reference.boxes.forEach((t) => t.dispose());
+    reference.scores.forEach((t) => t.dispose());
+
+    const { boxes, scores } = await onnx.detect(input);
+    expect(scores).toHaveLength(5118);
+    expect(boxes).toHaveLength(5118 * 4);
+    const scoreDiff = maxAbsDiff(scores, refScores);
+    const boxDiff = maxAbsDiff(boxes, refBoxes);
+    measured.scores!.push(scoreDiff);
+    measured.boxes!.push(boxDiff);
+    expect(scoreDiff).toBeLessThan(1e-4);
+    expect(boxDiff).toBeLessThan(1e-3);
+    // The comparison means something only if faces are there to be found.
+    expect(Math.max(...scores)).toBeGreaterThan(0.9);
+  });
+
+  it('landmarks: every point within 1 px at 112 x 112, for the whole batch at once', async () => {
+    const { faceapi } = runtime;
+    expect(crops.length).toBeGreaterThan(0);
+    const batch = batchOf(crops, 112, true);
+    const refTensor = faceapi.nets.faceLandmark68Net.runNet(new faceapi.NetInput(crops));
+    const reference = refTensor.dataSync() as Float32Array;
+    refTensor.dispose();
+
+    const landmarks = await onnx.landmarks(batch, crops.length);
+    expect(landmarks).toHaveLength(crops.length * 136);
+    const px = maxAbsDiff(landmarks, reference) * 112;
+    measured.landmarksPx!.push(px);
+    expect(px).toBeLessThan(1);
+  });
+
+  it('descriptors: each within Euclidean 0.01, for the whole batch at once', async () => {
+    const { faceapi } = runtime;
+    const batch = batchOf(crops, 150, true);
+    const refTensor = faceapi.nets.faceRecognitionNet.forwardInput(new faceapi.NetInput(crops));
+    const reference = refTensor.dataSync() as Float32Array;
+    refTensor.dispose();
+
+    const descriptors = await onnx.describe(batch, crops.length);
+    expect(descriptors).toHaveLength(crops.length * 128);
+    for (let i = 0; i < crops.length; i += 1) {
+      const d = distance(
+        descriptors.subarray(i * 128, (i + 1) * 128),
+        reference.subarray(i * 128, (i + 1) * 128),
+      );
+      measured.descriptor!.push(d);
+      expect(d).toBeLessThan(0.01);
+    }
+  });
+});
+
+describe('the ONNX models on disk', () => {
+  it('are what the exporter writes, byte for byte, as recorded in the manifest', async () => {
+    const manifest = await readManifest(MODELS);
+    expect(manifest.onnx.map((e) => e.network).sort()).toEqual([
+      'faceLandmark68Net',
+      'faceRecognitionNet',
+      'ssdMobilenetv1',
+    ]);
+    for (const entry of manifest.onnx) {
+      const first = await exportOnnx(MODELS, entry.network);
+      const second = await exportOnnx(MODELS, entry.network);
+      const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+      expect(sha(first)).toBe(entry.sha256);
+      expect(sha(second)).toBe(entry.sha256);
+      expect(first.length).toBe(entry.bytes);
+      expect(sha(readFileSync(join(MODELS, entry.file)))).toBe(entry.sha256);
+    }
+  });
+
+  it('are generated by models install where missing, then kept', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'facefleet-onnx-'));
+    try {
+      copyFileSync(join(MODELS, 'manifest.json'), join(dir, 'manifest.json'));
+      const first = await installModels(dir);
+      expect(first.generated.sort()).toEqual([
+        'face_landmark_68.onnx',
+        'face_recognition.onnx',
+        'ssd_mobilenetv1.onnx',
+      ]);
+      const second = await installModels(dir);
+      expect(second.generated).toEqual([]);
+      expect(second.kept).toContain('ssd_mobilenetv1.onnx');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('stop start-up when one is corrupt, with a message naming npx facefleet models install', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'facefleet-onnx-'));
+    try {
+      const manifest = await readManifest(MODELS);
+      copyFileSync(join(MODELS, 'manifest.json'), join(dir, 'manifest.json'));
+      for (const entry of manifest.onnx)
+        copyFileSync(join(MODELS, entry.file), join(dir, entry.file));
+      const target = join(dir, 'face_landmark_68.onnx');
+      const bytes = readFileSync(target);
+      const middle = bytes.length >> 1;
+      bytes[middle] = bytes[middle]! ^ 0xff;
+      writeFileSync(target, bytes);
+
+      const start = OnnxNets.create({ modelsDir: dir });
+      await expect(start).rejects.toBeInstanceOf(ModelError);
+      await expect(start).rejects.toThrow(
+        /face_landmark_68\.onnx is corrupt.*npx facefleet models install/,
+      );
+
+      rmSync(target);
+      await expect(OnnxNets.create({ modelsDir: dir })).rejects.toThrow(
+        /face_landmark_68\.onnx is missing.*npx facefleet models install/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
