@@ -1,111 +1,163 @@
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
-import { decodeImage, FaceEngine } from '@facefleet/engine';
+import { decodeImage, FaceEngine, type DetectedFace } from '@facefleet/engine';
 import { median, round } from './stats.js';
+
+export type Pipeline = 'facefleet' | 'facefleet, tiny detector' | 'face-api reference';
 
 export interface EngineRow {
   readonly corpus: string;
-  readonly pipeline: 'facefleet' | 'face-api reference';
+  readonly pipeline: Pipeline;
   readonly images: number;
   readonly faces: number;
   readonly imagesPerSecond: number;
+  readonly facesPerSecond: number;
   readonly msRead: number;
   readonly msDecode: number;
   readonly msInfer: number;
+  /** The three stages of `msInfer`; face-api's chain does not expose them. */
+  readonly msDetect?: number;
+  readonly msLandmarks?: number;
+  readonly msDescriptor?: number;
 }
 
+/** How the Tiny Face Detector does against SSD MobileNet v1 on the same images. */
+export interface TinyMisses {
+  readonly corpus: string;
+  readonly ssdFaces: number;
+  readonly tinyFaces: number;
+  /** SSD faces with no tiny box centred inside them (the two detectors frame faces differently). */
+  readonly missed: number;
+}
+
+type Stage = 'read' | 'decode' | 'infer' | 'detect' | 'landmarks' | 'descriptor';
+type Sums = Record<Stage, number>;
+
+const zero = (): Sums => ({ read: 0, decode: 0, infer: 0, detect: 0, landmarks: 0, descriptor: 0 });
+
 /**
- * The engine in this process against face-api's documented Node pipeline (its node-wasm demo:
- * pixels into a tensor through a plain array, then detectAllFaces().withFaceLandmarks()
- * .withFaceDescriptors()), same backend, same images, alternating image by image, medians of
- * `repeats` passes after a warm-up pass.
+ * The engine in this process (SSD and tiny detector) against face-api's documented Node pipeline
+ * (its node-wasm demo: pixels into a tensor through a plain array, then `detectAllFaces()
+ * .withFaceLandmarks().withFaceDescriptors()`): same backend, same images, image by image in
+ * turn, medians of `repeats` passes after a warm-up pass.
  */
 export async function benchEngine(
   corpus: string,
   files: string[],
   repeats: number,
-): Promise<EngineRow[]> {
+): Promise<{ rows: EngineRow[]; tiny: TinyMisses }> {
   const engine = await FaceEngine.create({ backend: 'wasm' });
+  const tinyEngine = await FaceEngine.create({ backend: 'wasm', detector: 'tiny' });
   const faceapi = (
     engine as unknown as { runtime: { faceapi: typeof import('@vladmandic/face-api') } }
   ).runtime.faceapi;
   const tf = faceapi.tf;
 
-  const ours = {
-    read: [] as number[],
-    decode: [] as number[],
-    infer: [] as number[],
-    total: [] as number[],
-    faces: 0,
+  const pipelines: Pipeline[] = ['facefleet', 'facefleet, tiny detector', 'face-api reference'];
+  const passes = new Map<Pipeline, Sums[]>(pipelines.map((p) => [p, []]));
+  const faces = new Map<Pipeline, number>();
+  const found = new Map<string, { ssd: DetectedFace[]; tiny: DetectedFace[] }>();
+
+  const ours = async (which: FaceEngine, file: string, sums: Sums) => {
+    let t = performance.now();
+    const bytes = await readFile(file);
+    sums.read += performance.now() - t;
+    t = performance.now();
+    const image = await decodeImage(bytes, 100_000_000);
+    sums.decode += performance.now() - t;
+    t = performance.now();
+    const { faces: result, times } = await which.analyzeTimed(image);
+    sums.infer += performance.now() - t;
+    sums.detect += times.detect;
+    sums.landmarks += times.landmarks;
+    sums.descriptor += times.descriptor;
+    return result;
   };
-  const ref = {
-    read: [] as number[],
-    decode: [] as number[],
-    infer: [] as number[],
-    total: [] as number[],
-    faces: 0,
+
+  const reference = async (file: string, sums: Sums) => {
+    let t = performance.now();
+    const bytes = await readFile(file);
+    sums.read += performance.now() - t;
+    t = performance.now();
+    const { data, info } = await sharp(bytes)
+      .ensureAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    const tensor = tf.tidy(() => {
+      const rgba = tf.tensor(Array.from(data), [info.height, info.width, 4], 'int32');
+      const [r, g, b] = tf.unstack(rgba, 2) as unknown as [never, never, never];
+      return tf.stack([r, g, b], 2);
+    });
+    sums.decode += performance.now() - t;
+    t = performance.now();
+    const result = await faceapi
+      .detectAllFaces(tensor, new faceapi.SsdMobilenetv1Options({ minConfidence: 0.5 }))
+      .withFaceLandmarks()
+      .withFaceDescriptors();
+    (tensor as unknown as { dispose(): void }).dispose();
+    sums.infer += performance.now() - t;
+    return result.length;
   };
 
   for (let pass = 0; pass <= repeats; pass += 1) {
-    const warm = pass === 0;
-    let [oRead, oDecode, oInfer, rRead, rDecode, rInfer] = [0, 0, 0, 0, 0, 0];
-    let [oFaces, rFaces] = [0, 0];
-    for (const file of files) {
-      let t = performance.now();
-      const bytes = await readFile(file);
-      oRead += performance.now() - t;
-      t = performance.now();
-      const image = await decodeImage(bytes, 100_000_000);
-      oDecode += performance.now() - t;
-      t = performance.now();
-      oFaces += (await engine.analyze(image)).length;
-      oInfer += performance.now() - t;
-
-      t = performance.now();
-      const refBytes = await readFile(file);
-      rRead += performance.now() - t;
-      t = performance.now();
-      const { data, info } = await sharp(refBytes)
-        .ensureAlpha()
-        .raw()
-        .toBuffer({ resolveWithObject: true });
-      const tensor = tf.tidy(() => {
-        const rgba = tf.tensor(Array.from(data), [info.height, info.width, 4], 'int32');
-        const [r, g, b] = tf.unstack(rgba, 2) as unknown as [never, never, never];
-        return tf.stack([r, g, b], 2);
-      });
-      rDecode += performance.now() - t;
-      t = performance.now();
-      const result = await faceapi
-        .detectAllFaces(tensor, new faceapi.SsdMobilenetv1Options({ minConfidence: 0.5 }))
-        .withFaceLandmarks()
-        .withFaceDescriptors();
-      (tensor as unknown as { dispose(): void }).dispose();
-      rFaces += result.length;
-      rInfer += performance.now() - t;
+    const sums = new Map<Pipeline, Sums>(pipelines.map((p) => [p, zero()]));
+    const counts = new Map<Pipeline, number>(pipelines.map((p) => [p, 0]));
+    for (const [i, file] of files.entries()) {
+      const ssd = await ours(engine, file, sums.get('facefleet')!);
+      const tiny = await ours(tinyEngine, file, sums.get('facefleet, tiny detector')!);
+      const ref = await reference(file, sums.get('face-api reference')!);
+      counts.set('facefleet', counts.get('facefleet')! + ssd.length);
+      counts.set('facefleet, tiny detector', counts.get('facefleet, tiny detector')! + tiny.length);
+      counts.set('face-api reference', counts.get('face-api reference')! + ref);
+      found.set(`${i}`, { ssd, tiny });
     }
-    if (warm) continue;
-    ours.read.push(oRead);
-    ours.decode.push(oDecode);
-    ours.infer.push(oInfer);
-    ours.total.push(oRead + oDecode + oInfer);
-    ref.read.push(rRead);
-    ref.decode.push(rDecode);
-    ref.infer.push(rInfer);
-    ref.total.push(rRead + rDecode + rInfer);
-    ours.faces = oFaces;
-    ref.faces = rFaces;
+    if (pass === 0) continue; // warm-up
+    for (const p of pipelines) {
+      passes.get(p)!.push(sums.get(p)!);
+      faces.set(p, counts.get(p)!);
+    }
   }
 
-  const row = (pipeline: EngineRow['pipeline'], s: typeof ours): EngineRow => ({
-    corpus,
-    pipeline,
-    images: files.length,
-    faces: s.faces,
-    imagesPerSecond: round(files.length / (median(s.total) / 1000)),
-    msRead: round(median(s.read) / files.length, 1),
-    msDecode: round(median(s.decode) / files.length, 1),
-    msInfer: round(median(s.infer) / files.length, 1),
+  const rows = pipelines.map((pipeline): EngineRow => {
+    const list = passes.get(pipeline)!;
+    const per = (stage: Stage) => round(median(list.map((s) => s[stage])) / files.length, 1);
+    const total = median(list.map((s) => s.read + s.decode + s.infer)) / 1000;
+    const n = faces.get(pipeline)!;
+    return {
+      corpus,
+      pipeline,
+      images: files.length,
+      faces: n,
+      imagesPerSecond: round(files.length / total),
+      facesPerSecond: round(n / total),
+      msRead: per('read'),
+      msDecode: per('decode'),
+      msInfer: per('infer'),
+      ...(pipeline === 'face-api reference'
+        ? {}
+        : {
+            msDetect: per('detect'),
+            msLandmarks: per('landmarks'),
+            msDescriptor: per('descriptor'),
+          }),
+    };
   });
-  return [row('facefleet', ours), row('face-api reference', ref)];
+
+  let missed = 0;
+  let ssdFaces = 0;
+  let tinyFaces = 0;
+  for (const { ssd, tiny } of found.values()) {
+    ssdFaces += ssd.length;
+    tinyFaces += tiny.length;
+    missed += ssd.filter((s) => !tiny.some((t) => centredIn(t.bbox, s.bbox))).length;
+  }
+  return { rows, tiny: { corpus, ssdFaces, tinyFaces, missed } };
+}
+
+/** Whether the centre of box `a` lies inside box `b`; boxes are [top, right, bottom, left]. */
+function centredIn(a: readonly number[], b: readonly number[]): boolean {
+  const [at, ar, ab, al] = a as [number, number, number, number];
+  const [bt, br, bb, bl] = b as [number, number, number, number];
+  const [y, x] = [(at + ab) / 2, (al + ar) / 2];
+  return y >= bt && y <= bb && x >= bl && x <= br;
 }

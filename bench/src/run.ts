@@ -1,27 +1,36 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
-import { benchEngine, type EngineRow } from './engine.js';
+import { dirname, join, resolve } from 'node:path';
+import { benchEngine, type EngineRow, type TinyMisses } from './engine.js';
 import { benchEnqueue } from './enqueue.js';
+import { benchFaceembed, type LatencyRow } from './faceembed.js';
+import { benchFleet, type FleetRow } from './fleet.js';
+import { benchMemory, type MemoryRow } from './memory.js';
+import { ROOT } from './processes.js';
+import { round } from './stats.js';
 
 /**
- * `npm run bench`: a fixed corpus, a warm-up pass, several passes, medians; a JSON report in
- * bench/results/ and a table on stdout. No network: images from ../shared/testdata and the
- * photos that @vladmandic/face-api ships. Redis on REDIS_URL for the enqueue rate.
+ * `npm run bench`: a fixed corpus, a warm-up, several passes, medians; a JSON report in
+ * bench/results/latest.json and Markdown tables on stdout. No network: images from
+ * ../shared/testdata and the photos that @vladmandic/face-api ships; Redis on REDIS_URL for the
+ * fleet parts. BENCH_ONLY=engine,fleet,faceembed,enqueue,memory picks parts; BENCH_REPEATS,
+ * BENCH_FLEET_IMAGES and BENCH_MEMORY_IMAGES size them.
  */
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const testdata = process.env.FACEFLEET_TESTDATA ?? resolve(root, '..', 'shared', 'testdata');
+const testdata = process.env.FACEFLEET_TESTDATA ?? resolve(ROOT, '..', 'shared', 'testdata');
 const demo = join(
   dirname(createRequire(import.meta.url).resolve('@vladmandic/face-api/package.json')),
   'demo',
 );
 const repeats = Number(process.env.BENCH_REPEATS ?? 5);
-
-const frames720 = Array.from({ length: 5 }, () =>
-  join(testdata, 'ageitgey_face_recognition/examples/obama-720p.jpg'),
+const only = new Set(
+  (process.env.BENCH_ONLY ?? 'engine,fleet,faceembed,enqueue,memory')
+    .split(',')
+    .map((s) => s.trim()),
 );
+
+const frame = join(testdata, 'ageitgey_face_recognition/examples/obama-720p.jpg');
+const frames720 = Array.from({ length: 5 }, () => frame);
 const groups = [
   join(testdata, 'justadudewhohacks_face-api.js/test/images/faces.jpg'),
   join(testdata, 'justadudewhohacks_face-api.js/examples/images/bbt1.jpg'),
@@ -29,35 +38,136 @@ const groups = [
   ...[1, 2, 3, 4, 5, 6].map((i) => join(demo, `sample${i}.jpg`)),
 ];
 
-const engineRows: EngineRow[] = [
-  ...(await benchEngine('1280x720 frame, one face', frames720, repeats)),
-  ...(await benchEngine('group photos', groups, repeats)),
-];
-const enqueue = await benchEnqueue(10_000);
-
-const report = {
+const report: {
+  at: string;
+  machine: { cpu: string | undefined; cores: number; node: string };
+  repeats: number;
+  engine?: EngineRow[];
+  tinyDetector?: TinyMisses[];
+  fleet?: { rows: FleetRow[]; scaling: number; overheadPercent: number | undefined };
+  faceembed?: { rows: LatencyRow[]; engineMs: number | undefined; overheadMs: number | undefined };
+  enqueue?: { jobs: number; jobsPerSecond: number };
+  memory?: MemoryRow;
+} = {
   at: new Date().toISOString(),
   machine: { cpu: cpus()[0]?.model, cores: cpus().length, node: process.version },
   repeats,
-  engine: engineRows,
-  enqueue,
 };
-mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+
+const log = (what: string) => process.stderr.write(`bench: ${what}\n`);
+
+if (only.has('engine')) {
+  log('engine, one process');
+  const a = await benchEngine('1280x720 frame, one face', frames720, repeats);
+  const b = await benchEngine('group photos', groups, repeats);
+  report.engine = [...a.rows, ...b.rows];
+  report.tinyDetector = [a.tiny, b.tiny];
+}
+/** The engine's own time for one 720p frame, in this run (read + decode + inference). */
+const frameRow = report.engine?.find(
+  (r) => r.corpus.startsWith('1280') && r.pipeline === 'facefleet',
+);
+const engineMs = frameRow && 1000 / frameRow.imagesPerSecond;
+
+if (only.has('fleet')) {
+  const images = Number(process.env.BENCH_FLEET_IMAGES ?? 40);
+  log(`fleet through Redis, ${images} frames, 1 then 2 inference processes`);
+  const one = await benchFleet(frame, images, 1);
+  const two = await benchFleet(frame, images, 2);
+  report.fleet = {
+    rows: [one, two],
+    scaling: round(two.imagesPerSecond / one.imagesPerSecond),
+    overheadPercent:
+      frameRow && round((1 - one.imagesPerSecond / frameRow.imagesPerSecond) * 100, 1),
+  };
+}
+
+if (only.has('faceembed')) {
+  log('POST /faceembed latency');
+  const rows = await benchFaceembed(frame, 18088, [
+    { clients: 1, requestsPerClient: 20 },
+    { clients: 8, requestsPerClient: 5 },
+  ]);
+  const single = rows.find((r) => r.clients === 1);
+  report.faceembed = {
+    rows,
+    engineMs: engineMs && round(engineMs, 1),
+    overheadMs: single && engineMs ? round(single.p50 - engineMs, 1) : undefined,
+  };
+}
+
+if (only.has('enqueue')) {
+  log('enqueue rate');
+  report.enqueue = await benchEnqueue(10_000);
+}
+
+if (only.has('memory')) {
+  const images = Number(process.env.BENCH_MEMORY_IMAGES ?? 500);
+  log(`resident memory of one inference process over ${images} images`);
+  report.memory = await benchMemory([...frames720.slice(0, 1), ...groups], images);
+}
+
+mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
 writeFileSync(
-  join(root, 'bench', 'results', 'latest.json'),
+  join(ROOT, 'bench', 'results', 'latest.json'),
   `${JSON.stringify(report, null, 2)}\n`,
 );
 
-console.log(
-  `facefleet bench, ${report.at}, ${report.machine.cpu} (${report.machine.cores} cores), ${repeats} passes, medians`,
+const out: string[] = [];
+out.push(
+  `facefleet bench, ${report.at}, ${report.machine.cpu} (${report.machine.cores} cores), Node ${report.machine.node}, ${repeats} passes, medians`,
+  '',
 );
-console.log(
-  '| corpus | pipeline | images | faces | images/s (1 process) | ms read | ms decode | ms infer |',
-);
-console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
-for (const r of engineRows) {
-  console.log(
-    `| ${r.corpus} | ${r.pipeline} | ${r.images} | ${r.faces} | ${r.imagesPerSecond} | ${r.msRead} | ${r.msDecode} | ${r.msInfer} |`,
+if (report.engine) {
+  out.push(
+    '| corpus | pipeline | images | faces | images/s | faces/s | ms read | ms decode | ms infer | ms detect | ms landmarks | ms descriptor |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  );
+  for (const r of report.engine)
+    out.push(
+      `| ${r.corpus} | ${r.pipeline} | ${r.images} | ${r.faces} | ${r.imagesPerSecond} | ${r.facesPerSecond} | ${r.msRead} | ${r.msDecode} | ${r.msInfer} | ${r.msDetect ?? ''} | ${r.msLandmarks ?? ''} | ${r.msDescriptor ?? ''} |`,
+    );
+  for (const corpus of new Set(report.engine.map((r) => r.corpus))) {
+    const ours = report.engine.find((r) => r.corpus === corpus && r.pipeline === 'facefleet')!;
+    const ref = report.engine.find(
+      (r) => r.corpus === corpus && r.pipeline === 'face-api reference',
+    )!;
+    out.push(
+      `${corpus}: facefleet / reference = ${round(ours.imagesPerSecond / ref.imagesPerSecond)}× overall, ${round(ref.msInfer / ours.msInfer)}× in inference alone`,
+    );
+  }
+  for (const t of report.tinyDetector ?? [])
+    out.push(
+      `tiny detector, ${t.corpus}: ${t.tinyFaces} faces found, ${t.missed} of SSD's ${t.ssdFaces} missed`,
+    );
+  out.push('');
+}
+if (report.fleet) {
+  out.push('| fleet | images | seconds | images/s |', '| --- | --- | --- | --- |');
+  for (const r of report.fleet.rows)
+    out.push(
+      `| ${r.processes} inference process(es) | ${r.images} | ${r.seconds} | ${r.imagesPerSecond} |`,
+    );
+  out.push(
+    `scaling 1 → 2 processes: ${report.fleet.scaling}×; queue + sink overhead over the engine in one process: ${report.fleet.overheadPercent ?? 'n/a'} %`,
+    '',
   );
 }
-console.log(`enqueue: ${enqueue.jobs} jobs at ${enqueue.jobsPerSecond} jobs/s`);
+if (report.faceembed) {
+  out.push('| /faceembed | requests | p50 ms | p95 ms |', '| --- | --- | --- | --- |');
+  for (const r of report.faceembed.rows)
+    out.push(`| ${r.clients} client(s) | ${r.requests} | ${r.p50} | ${r.p95} |`);
+  out.push(
+    `engine's own time per frame: ${report.faceembed.engineMs ?? 'n/a'} ms; p50 overhead with 1 client: ${report.faceembed.overheadMs ?? 'n/a'} ms`,
+    '',
+  );
+}
+if (report.enqueue)
+  out.push(`enqueue: ${report.enqueue.jobs} jobs at ${report.enqueue.jobsPerSecond} jobs/s`);
+if (report.memory)
+  out.push(
+    `memory of one inference process: ${Object.entries(report.memory.rssMiB)
+      .map(([k, v]) => `${v} MiB ${k}`)
+      .join(', ')}; ${report.memory.tensors} tensors`,
+  );
+console.log(out.join('\n'));

@@ -1,0 +1,64 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FaceProducer } from '@facefleet/fleet';
+import { copiesOf, facefleet, lineCount, obliterate, stop, until } from './processes.js';
+import { round } from './stats.js';
+
+export interface FleetRow {
+  readonly processes: number;
+  readonly images: number;
+  readonly seconds: number;
+  readonly imagesPerSecond: number;
+}
+
+/**
+ * The whole fleet through Redis: `facefleet worker --concurrency N` and `facefleet sink`, fed by
+ * the typed producer. A warm-up batch first (models loaded, kernels compiled), then `images`
+ * copies of one frame, timed from the enqueue to the sink's last status line.
+ */
+export async function benchFleet(
+  frame: string,
+  images: number,
+  processes: number,
+): Promise<FleetRow> {
+  const prefix = `bench-${randomBytes(4).toString('hex')}`;
+  const env = { FACEFLEET_PREFIX: prefix };
+  const out = mkdtempSync(join(tmpdir(), 'facefleet-bench-out-'));
+  const status = join(out, '_status.jsonl');
+  const worker = facefleet(
+    ['worker', '--concurrency', String(processes), '--backend', 'wasm'],
+    env,
+  );
+  const sink = facefleet(['sink', '--out', out], env);
+  const producer = await FaceProducer.connect({ prefix });
+  const job = (file: string, i: number) => ({ id: `frame-${i}`, file });
+  try {
+    const warm = copiesOf(frame, 2 * processes, 'warm');
+    await producer.enqueue(warm.map(job));
+    await until(() => lineCount(status) >= warm.length, 'the warm-up batch', 300_000);
+
+    const started = performance.now();
+    await producer.enqueue(copiesOf(frame, images, 'frame').map(job));
+    await until(
+      () => lineCount(status) >= warm.length + images,
+      `${images} images through the fleet`,
+      600_000,
+    );
+    const seconds = (performance.now() - started) / 1000;
+    return {
+      processes,
+      images,
+      seconds: round(seconds, 1),
+      imagesPerSecond: round(images / seconds),
+    };
+  } catch (error) {
+    process.stderr.write(`worker log:\n${worker.log()}\nsink log:\n${sink.log()}\n`);
+    throw error;
+  } finally {
+    await producer.close();
+    await Promise.all([stop(worker), stop(sink)]);
+    await obliterate(prefix);
+  }
+}
