@@ -176,6 +176,15 @@ describe.each(IMAGES)('on %s, face-api (tfjs wasm) and the ONNX models agree', (
   });
 });
 
+describe('OnnxNets', () => {
+  it('refuses input of the wrong size before ORT sees it, and answers an empty batch', async () => {
+    await expect(onnx.detect(new Float32Array(10))).rejects.toThrow(/expected 786432/);
+    await expect(onnx.landmarks(new Float32Array(112 * 112 * 3), 2)).rejects.toThrow(RangeError);
+    await expect(onnx.describe(new Float32Array(0), 0)).resolves.toHaveLength(0);
+    expect(onnx.version).toBe('1.30.0');
+  });
+});
+
 describe('the ONNX models on disk', () => {
   it('are what the exporter writes, byte for byte, as recorded in the manifest', async () => {
     const manifest = await readManifest(MODELS);

@@ -186,9 +186,3 @@ export function encodeModel(model: ModelMessage): Uint8Array {
   if (problem) throw new Error(`ONNX model does not fit the schema: ${problem}`);
   return type.encode(type.fromObject(model)).finish();
 }
-
-/** Reads a serialised model back (for tests and checks). */
-export function decodeModel(bytes: Uint8Array): Record<string, unknown> {
-  const type = getModelType();
-  return type.toObject(type.decode(bytes), { longs: Number, bytes: Array, defaults: false });
-}
