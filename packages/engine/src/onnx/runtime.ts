@@ -40,8 +40,10 @@ const require = createRequire(import.meta.url);
 /**
  * face-api's three networks on onnxruntime-node (CPU). Each model file is checked against its
  * sha256 in models/manifest.json before ORT sees it; a missing or altered one stops start-up with
- * a ModelError that says how to regenerate it. Calls on one instance may overlap: ORT runs them
- * one after another on the session's own threads, off the JavaScript thread.
+ * a ModelError that says how to regenerate it. Mind that onnxruntime-node 1.30 runs a session
+ * synchronously on the JavaScript thread (its promise only defers the start to setImmediate), so
+ * every call blocks the event loop for its whole duration: use this, like tfjs, inside the
+ * inference processes, never in a process that must keep renewing queue locks.
  */
 export class OnnxNets {
   private constructor(
