@@ -1,6 +1,8 @@
 import { QueueEvents } from 'bullmq';
+import type { Redis } from 'ioredis';
 import {
   connectionOptions,
+  connectRedis,
   FaceProducer,
   fleetConfig,
   resultsQueue,
@@ -18,6 +20,8 @@ export class FleetClient {
     readonly producer: FaceProducer,
     readonly results: ResultsQueue,
     readonly events: QueueEvents,
+    /** For what BullMQ does not ask itself: heartbeats and finish-time ranges, for /metrics. */
+    readonly redis: Redis,
   ) {}
 
   /** Connects, or throws RedisUnavailableError: the API does not start without Redis. */
@@ -31,7 +35,8 @@ export class FleetClient {
     results.on('error', () => undefined);
     events.on('error', () => undefined);
     await Promise.all([results.waitUntilReady(), events.waitUntilReady()]);
-    return new FleetClient(config, producer, results, events);
+    const redis = await connectRedis(config, 'service');
+    return new FleetClient(config, producer, results, events, redis);
   }
 
   /** Workers connected to the jobs queue, asked at most once a second. */
@@ -44,5 +49,6 @@ export class FleetClient {
 
   async close(): Promise<void> {
     await Promise.all([this.events.close(), this.results.close(), this.producer.close()]);
+    this.redis.disconnect();
   }
 }

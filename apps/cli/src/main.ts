@@ -154,6 +154,25 @@ function withWorkerOptions(command: Command): Command {
         .choices(DETECTORS)
         .default('ssd'),
     )
+    .option(
+      '--autoscale <min..max>',
+      'inference processes follow the backlog between these bounds (overrides the fixed count)',
+    )
+    .option(
+      '--backlog-per-process <n>',
+      'with --autoscale: waiting jobs per busy process that add processes',
+      '2',
+    )
+    .option(
+      '--scale-up-after <duration>',
+      'with --autoscale: how long that backlog lasts first',
+      '2s',
+    )
+    .option(
+      '--scale-down-after <duration>',
+      'with --autoscale: quiet time (nothing waiting, a process idle) before processes retire',
+      '60s',
+    )
     .option('--lock-ms <ms>', 'job lock duration and stalled-check interval (default 30000)')
     .option('--url-timeout-ms <ms>', 'total time allowed to fetch one URL', '30000')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or silent', 'info');

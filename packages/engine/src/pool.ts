@@ -77,8 +77,48 @@ export class EnginePool {
     return this.backendInfo;
   }
 
+  /** Processes that serve jobs, started or starting; those being retired are not counted. */
   get size(): number {
-    return this.slots.size;
+    let n = 0;
+    for (const slot of this.slots) if (!slot.retiring) n += 1;
+    return n;
+  }
+
+  /** Processes working on a job right now. */
+  get busy(): number {
+    let n = 0;
+    for (const slot of this.slots) if (slot.task) n += 1;
+    return n;
+  }
+
+  /** Jobs handed to the pool that wait for a free process. */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /**
+   * Starts `count` more processes and resolves once they have loaded their models; rejects if one
+   * cannot start (the others keep running).
+   */
+  async grow(count: number): Promise<void> {
+    if (this.closing) throw new Error('the engine pool is closed');
+    await Promise.all(Array.from({ length: Math.max(0, count) }, () => this.spawn()));
+  }
+
+  /**
+   * Retires up to `count` processes, never the last one, and resolves when they have exited. Idle
+   * processes go first, then ones still loading, then busy ones; a busy process takes no new job
+   * and leaves once it has answered the one it holds, so no job is ever cut short. Answers how
+   * many it retired.
+   */
+  async shrink(count: number): Promise<number> {
+    const rank = (slot: Slot) => (slot.task ? 2 : slot.ready ? 0 : 1);
+    const chosen = [...this.slots]
+      .filter((slot) => !slot.retiring)
+      .sort((a, b) => rank(a) - rank(b))
+      .slice(0, Math.max(0, Math.min(count, this.size - 1)));
+    await Promise.all(chosen.map((slot) => this.stopSlot(slot)));
+    return chosen.length;
   }
 
   /** Processes one job in whichever process is free first. Never rejects for bad input. */
@@ -118,8 +158,12 @@ export class EnginePool {
           slot.ready = true;
           this.noteBackend(message.backend);
           resolve();
-          this.dispatch();
+          // Retired while loading: the stop it was sent came before it listened, so say it again.
+          if (slot.retiring) slot.child.send({ type: 'stop' } satisfies ToChild, () => undefined);
+          else this.dispatch();
         } else if (message.type === 'fatal') {
+          // A process that cannot load its models would fail the same way again: no replacement.
+          slot.retiring = true;
           reject(new Error(message.message));
         } else {
           this.finish(slot, message.seq, message.result, message.tensors, message.rss);
@@ -195,19 +239,23 @@ export class EnginePool {
 
   private onExit(slot: Slot, code: number | null, signal: string | null): void {
     this.slots.delete(slot);
-    if (slot.retiring) return;
+    const task = slot.task;
+    slot.task = undefined;
+    // Asked to stop, and it left with nothing in hand: the normal end of a process.
+    if (slot.retiring && !task) return;
 
     this.crashes += 1;
+    const replace = !slot.retiring && !this.closing;
     this.options.logger.warn(
       { pid: slot.child.pid, code, signal },
-      'inference process died; starting another',
+      replace ? 'inference process died; starting another' : 'inference process died',
     );
-    const task = slot.task;
     if (task) {
       if (task.attempts < MAX_ATTEMPTS) this.queue.unshift(task);
       else task.resolve({ result: crashed(task), pid: slot.child.pid ?? 0, tensors: -1, rss: 0 });
     }
-    if (!this.closing) this.respawn();
+    if (replace) this.respawn();
+    else this.dispatch();
   }
 
   private respawn(): void {

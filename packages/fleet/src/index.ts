@@ -1,3 +1,4 @@
+export * from './autoscale.js';
 export * from './config.js';
 export * from './inputs.js';
 export * from './messages.js';

@@ -1,5 +1,5 @@
-import { hostname } from 'node:os';
-import { UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
+import { Queue, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
+import { Redis } from 'ioredis';
 import { EnginePool, type EngineConfigInput, type Logger } from '@facefleet/engine';
 import {
   ERRORS,
@@ -16,13 +16,30 @@ import {
   type FleetConfig,
   type FleetConfigInput,
 } from './config.js';
+import {
+  autoscaleConfig,
+  ScalePolicy,
+  type AutoscaleConfig,
+  type AutoscaleInput,
+  type ScaleDecision,
+  type ScaleSample,
+} from './autoscale.js';
 import { PublishedResultSchema, type JobReturn } from './messages.js';
 import { resultsQueue, type ResultsQueue } from './queues.js';
+import {
+  HEARTBEAT_EVERY_MS,
+  HEARTBEAT_TTL_MS,
+  heartbeatKey,
+  workerId,
+  type Heartbeat,
+} from './status.js';
 
 export interface FaceWorkerOptions {
   readonly fleet?: FleetConfigInput;
   /** Inference processes on this machine; each loads the models once. */
   readonly processes: number;
+  /** Size the pool by the backlog between these bounds instead (starts at the minimum). */
+  readonly autoscale?: AutoscaleInput;
   /** Recycle an inference process after this many images (0 = never). */
   readonly maxJobsPerProcess?: number;
   readonly engine?: EngineConfigInput;
@@ -30,24 +47,51 @@ export interface FaceWorkerOptions {
   readonly logLevel?: string;
 }
 
+/** Jobs a BullMQ worker holds per inference process: the next image is ready when one frees up. */
+const JOBS_PER_PROCESS = 2;
+
 /**
  * A machine's worker: a BullMQ Worker whose event loop only moves jobs and renews their locks,
  * feeding N inference processes that keep the models resident. Each image's result is published
- * to the results queue under its job key, so a job run twice publishes once.
+ * to the results queue under its job key, so a job run twice publishes once. With autoscaling,
+ * N follows the backlog; either way the worker's heartbeat in Redis carries N.
  */
 export class FaceWorker {
+  private readonly id = workerId();
+  private heartbeat: NodeJS.Timeout | undefined;
+  private scaler: NodeJS.Timeout | undefined;
+  /** A size change under way: the autoscaler waits for it before deciding again. */
+  private scaling: Promise<void> | undefined;
+  private sampling = false;
+  private closing = false;
+  private jobs: Queue | undefined;
+
   private constructor(
     private readonly worker: Worker<Job, JobReturn>,
     private readonly pool: EnginePool,
     private readonly results: ResultsQueue,
+    private readonly redis: Redis,
+    private readonly config: FleetConfig,
+    private readonly autoscale: AutoscaleConfig | undefined,
     private readonly logger: Logger,
   ) {}
+
+  /** Inference processes now. */
+  get processes(): number {
+    return this.pool.size;
+  }
 
   static async start(options: FaceWorkerOptions): Promise<FaceWorker> {
     const config = fleetConfig(options.fleet);
     const { logger } = options;
+    const autoscale = options.autoscale ? autoscaleConfig(options.autoscale) : undefined;
+    // A connection of its own for the heartbeat and the autoscaler's look at the backlog; like
+    // the BullMQ worker's, it waits for Redis rather than failing.
+    const { url, ...redisOptions } = connectionOptions(config, 'worker');
+    const redis = new Redis(url, redisOptions);
+    redis.on('error', () => undefined);
     const pool = await EnginePool.start({
-      processes: options.processes,
+      processes: autoscale?.min ?? options.processes,
       engine: options.engine ?? {},
       maxJobsPerProcess: options.maxJobsPerProcess ?? 0,
       logger,
@@ -61,18 +105,125 @@ export class FaceWorker {
       {
         connection: connectionOptions(config, 'worker'),
         prefix: config.prefix,
-        // The process count rides in the name, so that `facefleet status` can add them up.
-        name: `${hostname()}:${process.pid}:n=${pool.size}`,
-        // Two jobs in hand per process: the next image is ready when a process frees up.
-        concurrency: pool.size * 2,
+        // The starting process count rides in the name, for `facefleet status` when no
+        // heartbeat has been written yet.
+        name: `${workerId()}:n=${pool.size}`,
+        concurrency: pool.size * JOBS_PER_PROCESS,
         lockDuration: config.lockDurationMs,
         stalledInterval: config.stalledIntervalMs,
         maxStalledCount: config.maxStalledCount,
       },
     );
-    const fleetWorker = new FaceWorker(worker, pool, results, logger);
+    const fleetWorker = new FaceWorker(worker, pool, results, redis, config, autoscale, logger);
     fleetWorker.watch(config);
+    fleetWorker.beat();
+    fleetWorker.heartbeat = setInterval(() => fleetWorker.beat(), HEARTBEAT_EVERY_MS);
+    if (autoscale) fleetWorker.startAutoscaler(autoscale);
     return fleetWorker;
+  }
+
+  /** Writes this worker's heartbeat; a missed one (Redis away) is simply written at the next. */
+  private beat(): void {
+    const beat: Heartbeat = {
+      processes: this.pool.size,
+      busy: this.pool.busy,
+      autoscale: this.autoscale ? { min: this.autoscale.min, max: this.autoscale.max } : null,
+      at: Date.now(),
+    };
+    const key = heartbeatKey(this.config.prefix, this.id);
+    this.redis.set(key, JSON.stringify(beat), 'PX', HEARTBEAT_TTL_MS).catch(() => undefined);
+  }
+
+  private startAutoscaler(autoscale: AutoscaleConfig): void {
+    const policy = new ScalePolicy(autoscale);
+    const jobs = new Queue(QUEUES.jobs, { connection: this.redis, prefix: this.config.prefix });
+    jobs.on('error', () => undefined);
+    this.jobs = jobs;
+    this.logger.info(
+      {
+        min: autoscale.min,
+        max: autoscale.max,
+        upPerProcess: autoscale.upPerProcess,
+        scaleUpAfterMs: autoscale.scaleUpAfterMs,
+        scaleDownAfterMs: autoscale.scaleDownAfterMs,
+      },
+      'autoscaling inference processes',
+    );
+    this.scaler = setInterval(() => void this.scaleTick(policy, jobs), autoscale.intervalMs);
+  }
+
+  /** One look at the backlog and the load; at most one size change at a time. */
+  private async scaleTick(policy: ScalePolicy, jobs: Queue): Promise<void> {
+    if (this.sampling || this.scaling || this.closing) return;
+    this.sampling = true;
+    try {
+      const counts = await jobs.getJobCounts('waiting', 'prioritized');
+      if (this.scaling || this.closing) return;
+      const backlog = (counts.waiting ?? 0) + (counts.prioritized ?? 0);
+      const sample = {
+        at: performance.now(),
+        backlog,
+        size: this.pool.size,
+        busy: this.pool.busy,
+      };
+      const decision = policy.decide(sample);
+      if (!decision) return;
+
+      this.scaling = this.resize(decision, sample).finally(() => {
+        policy.reset();
+        this.scaling = undefined;
+        this.beat();
+      });
+    } catch (error) {
+      this.logger.debug({ err: error }, 'autoscaler could not read the backlog');
+    } finally {
+      this.sampling = false;
+    }
+  }
+
+  /** Grows or shrinks the pool to `to` processes and sets the BullMQ concurrency to match. */
+  private async resize(decision: ScaleDecision, sample: ScaleSample): Promise<void> {
+    const { from, to, why, heldMs, reason } = decision;
+    const started = performance.now();
+    const numbers = {
+      autoscale: why,
+      from,
+      to,
+      backlog: sample.backlog,
+      busy: sample.busy,
+      heldMs,
+      reason,
+    };
+    this.logger.info(
+      numbers,
+      `autoscale: ${to > from ? 'adding' : 'retiring'} inference processes (${from} → ${to})`,
+    );
+    try {
+      if (to > from) {
+        // Processes first, then the jobs to feed them: a job taken early would only wait.
+        await this.pool.grow(to - from);
+        this.worker.concurrency = this.pool.size * JOBS_PER_PROCESS;
+      } else {
+        // Take fewer jobs first; the processes that leave finish the job they hold.
+        this.worker.concurrency = Math.max(1, to * JOBS_PER_PROCESS);
+        await this.pool.shrink(from - to);
+        this.worker.concurrency = this.pool.size * JOBS_PER_PROCESS;
+      }
+    } catch (error) {
+      this.logger.error({ err: error, ...numbers }, 'autoscale: the change failed');
+      this.worker.concurrency = Math.max(1, this.pool.size * JOBS_PER_PROCESS);
+    }
+    const size = this.pool.size;
+    this.logger.info(
+      {
+        autoscaled: why,
+        from,
+        processes: size,
+        concurrency: this.worker.concurrency,
+        ms: Math.round(performance.now() - started),
+      },
+      `autoscale: ${size} inference ${size === 1 ? 'process' : 'processes'} now`,
+    );
   }
 
   private probing = false;
@@ -94,9 +245,21 @@ export class FaceWorker {
 
   /** Stops taking jobs, finishes the ones in hand, then stops the inference processes. */
   async close(): Promise<void> {
+    this.closing = true;
+    clearInterval(this.scaler);
+    clearInterval(this.heartbeat);
     await this.worker.close();
+    await this.scaling;
     await this.pool.close();
     await this.results.close();
+    await this.jobs?.close();
+    // Gone from the fleet's count at once; with Redis away, the heartbeat simply expires.
+    const forget = this.redis.del(heartbeatKey(this.config.prefix, this.id));
+    await Promise.race([
+      forget,
+      new Promise((resolve) => setTimeout(resolve, 1_000).unref()),
+    ]).catch(() => undefined);
+    this.redis.disconnect();
   }
 
   private watch(config: FleetConfig): void {

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { JobReturnSchema } from '@facefleet/fleet';
+import { jobHashKey, jobWorkers, JobReturnSchema } from '@facefleet/fleet';
 import type { FleetClient } from '../fleet.js';
 import { parseFailedReason } from '../errors.js';
 
@@ -36,6 +36,7 @@ export function metricsRoutes(app: FastifyInstance, fleet: FleetClient): Registr
       this.set(await fleet.producer.jobs.getWorkersCount());
     },
   });
+  scalingGauges(register, fleet);
   const completed = new Counter({
     name: 'facefleet_jobs_completed_total',
     help: 'Images processed.',
@@ -78,6 +79,87 @@ export function metricsRoutes(app: FastifyInstance, fleet: FleetClient): Registr
     reply.type(register.contentType).send(await register.metrics()),
   );
   return register;
+}
+
+/** The fleet's numbers that scaling rules need, read from Redis at most once per scrape. */
+interface ScalingSnapshot {
+  readonly backlog: number;
+  readonly active: number;
+  readonly processes: number;
+  readonly busy: number;
+  readonly finishedLastMinute: number;
+}
+
+/**
+ * Gauges for an outside autoscaler (KEDA, a Kubernetes HPA on external metrics, a script): how
+ * much waits, how much runs, how many inference processes serve it and how fast jobs finish.
+ * A scrape reads them all from one snapshot, so they agree with each other.
+ */
+function scalingGauges(register: Registry, fleet: FleetClient): void {
+  const jobs = fleet.producer.jobs;
+  let cached: { at: number; value: Promise<ScalingSnapshot> } | undefined;
+  const snapshot = (): Promise<ScalingSnapshot> => {
+    if (!cached || Date.now() - cached.at > 500) {
+      const value = read();
+      cached = { at: Date.now(), value };
+      value.catch(() => (cached = undefined));
+    }
+    return cached.value;
+  };
+  const read = async (): Promise<ScalingSnapshot> => {
+    const since = Date.now() - 60_000;
+    const key = (state: string) => jobHashKey(fleet.config, jobs.name, state);
+    const [counts, workers, completed, failed] = await Promise.all([
+      jobs.getJobCounts('waiting', 'prioritized', 'delayed', 'active'),
+      jobWorkers(jobs, fleet.redis, fleet.config.prefix),
+      // Finished jobs sit in sorted sets scored by finish time: the last minute is a range count.
+      fleet.redis.zcount(key('completed'), since, '+inf'),
+      fleet.redis.zcount(key('failed'), since, '+inf'),
+    ]);
+    return {
+      backlog: (counts.waiting ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0),
+      active: counts.active ?? 0,
+      processes: workers.reduce((sum, w) => sum + w.processes, 0),
+      busy: workers.reduce((sum, w) => sum + (w.busy ?? 0), 0),
+      finishedLastMinute: completed + failed,
+    };
+  };
+  const gauge = (name: string, help: string, value: (s: ScalingSnapshot) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [register],
+      async collect() {
+        this.set(value(await snapshot()));
+      },
+    });
+
+  gauge(
+    'facefleet_backlog_jobs',
+    'Jobs waiting for a worker (waiting + prioritized + delayed in the jobs queue).',
+    (s) => s.backlog,
+  );
+  gauge('facefleet_active_jobs', 'Jobs being processed now.', (s) => s.active);
+  gauge(
+    'facefleet_inference_processes',
+    'Inference processes across the fleet (every connected worker, at its current size).',
+    (s) => s.processes,
+  );
+  gauge(
+    'facefleet_inference_processes_busy',
+    "Inference processes holding a job, from the workers' heartbeats (up to 5 s old).",
+    (s) => s.busy,
+  );
+  gauge(
+    'facefleet_backlog_per_process',
+    'facefleet_backlog_jobs divided by facefleet_inference_processes (the backlog itself when there are none).',
+    (s) => s.backlog / Math.max(1, s.processes),
+  );
+  gauge(
+    'facefleet_jobs_finished_per_second',
+    'Jobs completed or failed per second, averaged over the last minute.',
+    (s) => s.finishedLastMinute / 60,
+  );
 }
 
 function safeJson(text: string): unknown {

@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import ms from 'ms';
 import { z } from 'zod';
 import { BACKENDS, createLogger, DETECTORS, type Logger } from '@facefleet/engine';
 import {
@@ -127,9 +128,41 @@ async function countAll(files: AsyncIterable<string>): Promise<number> {
   return n;
 }
 
+/** A duration flag: `30s`, `2m`, `1500ms`, or a bare number of milliseconds. */
+const durationOption = z.string().transform((text, ctx) => {
+  const value = /^\d+$/.test(text) ? Number(text) : ms(text as ms.StringValue);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    ctx.addIssue({ code: 'custom', message: `not a duration (say 30s, 2m or 1500ms): ${text}` });
+    return z.NEVER;
+  }
+  return Math.round(value);
+});
+
+/** `MIN..MAX` inference processes, e.g. `1..8`. */
+const rangeOption = z
+  .string()
+  .optional()
+  .transform((text, ctx) => {
+    if (text === undefined) return undefined;
+    const match = /^(\d+)\.\.(\d+)$/.exec(text.trim());
+    const [min, max] = [Number(match?.[1]), Number(match?.[2])];
+    if (!match || min < 1 || max > 256 || min > max) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `give MIN..MAX with 1 <= MIN <= MAX <= 256, not ${text}`,
+      });
+      return z.NEVER;
+    }
+    return { min, max };
+  });
+
 const WorkerSchema = z
   .object({
     concurrency: z.coerce.number().int().min(1).max(256).default(availableParallelism()),
+    autoscale: rangeOption,
+    scaleUpAfter: durationOption.default(2_000),
+    scaleDownAfter: durationOption.default(60_000),
+    backlogPerProcess: z.coerce.number().min(0.1).max(10_000).default(2),
     maxJobsPerProcess: z.coerce.number().int().min(0).default(0),
     backend: z.enum(BACKENDS).default('auto'),
     detector: z.enum(DETECTORS).default('ssd'),
@@ -143,6 +176,16 @@ const WorkerSchema = z
 function startWorker(options: z.output<typeof WorkerSchema>, logger: Logger): Promise<FaceWorker> {
   return FaceWorker.start({
     processes: options.concurrency,
+    ...(options.autoscale
+      ? {
+          autoscale: {
+            ...options.autoscale,
+            upPerProcess: options.backlogPerProcess,
+            scaleUpAfterMs: options.scaleUpAfter,
+            scaleDownAfterMs: options.scaleDownAfter,
+          },
+        }
+      : {}),
     maxJobsPerProcess: options.maxJobsPerProcess,
     engine: {
       backend: options.backend,
@@ -158,7 +201,10 @@ function startWorker(options: z.output<typeof WorkerSchema>, logger: Logger): Pr
   });
 }
 
-/** `facefleet worker`: N inference processes on this machine, fed from the jobs queue. */
+/**
+ * `facefleet worker`: N inference processes on this machine, fed from the jobs queue; with
+ * `--autoscale MIN..MAX`, N follows the backlog between those bounds.
+ */
 export async function worker(raw: Record<string, unknown>): Promise<number> {
   const options = parse(WorkerSchema, raw);
   const logger = createLogger('facefleet-worker', options.logLevel);
@@ -263,9 +309,12 @@ export async function status(raw: { json?: boolean }): Promise<number> {
     const counts = Object.entries(q.counts)
       .map(([state, n]) => `${state} ${n}`)
       .join(', ');
+    const scaled = (q.jobWorkers ?? []).flatMap((w) =>
+      w.autoscale ? [`${w.id} autoscaling ${w.autoscale.min}..${w.autoscale.max}`] : [],
+    );
     const processes =
       q.name === 'faces'
-        ? ` (${plural(q.inferenceProcesses, 'inference process', 'inference processes')})`
+        ? ` (${[plural(q.inferenceProcesses, 'inference process', 'inference processes'), ...scaled].join('; ')})`
         : '';
     process.stdout.write(
       `${q.name}: ${counts}; ${plural(q.workers, 'worker')}${processes}; ${q.finishedLastMinute} finished in the last minute\n`,
