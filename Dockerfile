@@ -32,6 +32,8 @@ COPY packages/engine/package.json packages/engine/
 COPY packages/fleet/package.json packages/fleet/
 COPY apps/api/package.json apps/api/
 COPY apps/cli/package.json apps/cli/
+# The command's entry file, so that npm links node_modules/.bin/facefleet to it.
+COPY apps/cli/bin apps/cli/bin
 # Install scripts stay off: the root one would compile (no compiler here), sharp and
 # onnxruntime-node ship prebuilt Linux binaries, and @tensorflow/tfjs-node would download
 # libtensorflow (without it the engine runs on WebAssembly, as `--backend auto` says in its log).
