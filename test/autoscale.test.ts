@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { createLogger, EnginePool } from '@facefleet/engine';
+import { autoscaleConfig, ScalePolicy } from '@facefleet/fleet';
 import {
   freshPrefix,
   obliterate,
@@ -214,4 +216,96 @@ describe('facefleet worker --autoscale 1..2', () => {
 
     expect(await worker.stop('SIGTERM')).toBe(0);
   }, 150_000);
+});
+
+describe('the scaling rules', () => {
+  const config = autoscaleConfig({
+    min: 1,
+    max: 4,
+    upPerProcess: 2,
+    scaleUpAfterMs: 2_000,
+    scaleDownAfterMs: 10_000,
+  });
+
+  it('adds processes only after the pressure has lasted, at most doubling, never past the maximum', () => {
+    const policy = new ScalePolicy(config);
+    expect(policy.decide({ at: 0, backlog: 500, size: 1, busy: 1 })).toBeUndefined();
+    expect(policy.decide({ at: 1_999, backlog: 500, size: 1, busy: 1 })).toBeUndefined();
+    expect(policy.decide({ at: 2_000, backlog: 500, size: 1, busy: 1 })).toMatchObject({
+      why: 'up',
+      from: 1,
+      to: 2,
+      heldMs: 2_000,
+    });
+    expect(policy.decide({ at: 3_000, backlog: 500, size: 3, busy: 3 })).toBeUndefined();
+    expect(policy.decide({ at: 5_000, backlog: 500, size: 3, busy: 3 })).toMatchObject({ to: 4 });
+    expect(policy.decide({ at: 9_000, backlog: 500, size: 4, busy: 4 })).toBeUndefined();
+  });
+
+  it('does not add processes while one is idle or the backlog is short', () => {
+    const policy = new ScalePolicy(config);
+    for (let at = 0; at <= 10_000; at += 1_000) {
+      expect(policy.decide({ at, backlog: 500, size: 2, busy: 1 })).toBeUndefined();
+      expect(policy.decide({ at, backlog: 3, size: 2, busy: 2 })).toBeUndefined();
+    }
+  });
+
+  it('retires processes after the quiet period, down to the most that were busy, never below the minimum', () => {
+    const policy = new ScalePolicy(config);
+    expect(policy.decide({ at: 0, backlog: 0, size: 4, busy: 2 })).toBeUndefined();
+    expect(policy.decide({ at: 5_000, backlog: 0, size: 4, busy: 3 })).toBeUndefined();
+    expect(policy.decide({ at: 10_000, backlog: 0, size: 4, busy: 0 })).toMatchObject({
+      why: 'down',
+      from: 4,
+      to: 3,
+      heldMs: 10_000,
+    });
+    // A job waiting again restarts the quiet period.
+    expect(policy.decide({ at: 15_000, backlog: 0, size: 3, busy: 0 })).toBeUndefined();
+    expect(policy.decide({ at: 16_000, backlog: 1, size: 3, busy: 3 })).toBeUndefined();
+    expect(policy.decide({ at: 17_000, backlog: 0, size: 3, busy: 0 })).toBeUndefined();
+    expect(policy.decide({ at: 26_999, backlog: 0, size: 3, busy: 0 })).toBeUndefined();
+    expect(policy.decide({ at: 27_000, backlog: 0, size: 3, busy: 0 })).toMatchObject({ to: 1 });
+    expect(policy.decide({ at: 99_000, backlog: 0, size: 1, busy: 0 })).toBeUndefined();
+  });
+
+  it('restores the minimum when processes are missing, and refuses bounds that cross', () => {
+    expect(new ScalePolicy(config).decide({ at: 0, backlog: 0, size: 0, busy: 0 })).toMatchObject({
+      why: 'min',
+      to: 1,
+    });
+    expect(() => autoscaleConfig({ min: 3, max: 2 })).toThrow(/minimum is above the maximum/);
+  });
+});
+
+describe('EnginePool.grow and shrink', () => {
+  it('adds a process, then retires a busy one only after it has answered its job', async () => {
+    const pool = await EnginePool.start({
+      processes: 1,
+      engine: { backend: 'wasm' },
+      logger: createLogger('test', 'silent'),
+      logLevel: 'silent',
+    });
+    try {
+      await pool.grow(1);
+      expect(pool.size).toBe(2);
+
+      const job = (i: number) => ({ id: `grow-${i}`, file: FACE });
+      const outcomes = Promise.all([0, 1, 2, 3].map((i) => pool.run(job(i))));
+      await until(() => pool.busy === 2, 'both processes busy', 10_000, 5);
+      // Both hold a job: the one retired takes no other and leaves once it has answered.
+      expect(await pool.shrink(1)).toBe(1);
+      expect(pool.size).toBe(1);
+
+      const results = await outcomes;
+      expect(results.map((o) => o.result.records.length)).toEqual([1, 1, 1, 1]);
+      expect(new Set(results.map((o) => o.pid)).size).toBe(2);
+      expect(pool.crashes).toBe(0);
+      // Never the last one.
+      expect(await pool.shrink(5)).toBe(0);
+      expect(pool.size).toBe(1);
+    } finally {
+      await pool.close();
+    }
+  });
 });
