@@ -85,11 +85,6 @@ export class FaceWorker {
     const config = fleetConfig(options.fleet);
     const { logger } = options;
     const autoscale = options.autoscale ? autoscaleConfig(options.autoscale) : undefined;
-    // A connection of its own for the heartbeat and the autoscaler's look at the backlog; like
-    // the BullMQ worker's, it waits for Redis rather than failing.
-    const { url, ...redisOptions } = connectionOptions(config, 'worker');
-    const redis = new Redis(url, redisOptions);
-    redis.on('error', () => undefined);
     const pool = await EnginePool.start({
       processes: autoscale?.min ?? options.processes,
       engine: options.engine ?? {},
@@ -98,6 +93,11 @@ export class FaceWorker {
       ...(options.logLevel ? { logLevel: options.logLevel } : {}),
     });
     const results = resultsQueue(config, 'worker');
+    // A connection of its own for the heartbeat and the autoscaler's look at the backlog; like
+    // the BullMQ worker's, it waits for Redis rather than failing.
+    const { url, ...redisOptions } = connectionOptions(config, 'worker');
+    const redis = new Redis(url, redisOptions);
+    redis.on('error', () => undefined);
 
     const worker = new Worker<Job, JobReturn>(
       QUEUES.jobs,
