@@ -84,7 +84,9 @@ describe('facefleet embed without --out', () => {
     expect(run.stderr).toMatch(/6 images, 4 faces, 1 without faces, 2 failed, [\d.]+ images\/s/);
     expect(run.stderr).toContain('IMAGE_EMPTY');
     expect(run.stderr).toContain('IMAGE_UNSUPPORTED');
-    expect(run.stderr).toMatch(/"backend":\{"name":"wasm"/);
+    // auto takes onnxruntime-node, whose CPU binaries ship inside its npm package.
+    expect(run.stderr).toMatch(/"backend":\{"name":"onnx"/);
+    expect(run.stderr).toMatch(/2 processes, onnx backend\)/);
   });
 });
 

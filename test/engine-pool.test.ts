@@ -13,6 +13,28 @@ function fileJob(file: string, aligned = false) {
   return { id: file.split('/').pop()!, file, ...(aligned ? { options: { aligned } } : {}) };
 }
 
+describe('an EnginePool of 2 inference processes on the onnx backend', () => {
+  let pool: EnginePool;
+
+  beforeAll(async () => {
+    pool = await EnginePool.start({ processes: 2, engine: {}, logger, logLevel: 'silent' });
+  });
+  afterAll(() => pool.close());
+
+  it('is what auto chooses here: onnxruntime-node, one thread per process', () => {
+    expect(pool.backend).toMatchObject({ name: 'onnx', threads: 1, onnxruntime: '1.30.0' });
+  });
+
+  it('gives the same image the same embedding in every process', async () => {
+    const outcomes = await Promise.all(Array.from({ length: 6 }, () => pool.run(fileJob(OBAMA))));
+
+    expect(new Set(outcomes.map((o) => o.pid)).size).toBe(2);
+    expect(outcomes[0]!.result.records).toHaveLength(1);
+    for (const outcome of outcomes)
+      expect(outcome.result.records).toEqual(outcomes[0]!.result.records);
+  });
+});
+
 describe('an EnginePool of 2 inference processes', () => {
   let pool: EnginePool;
 

@@ -100,7 +100,7 @@ afterAll(async () => {
 describe(`${COUNT} mutated images (seed ${SEED})`, () => {
   it('through the engine: every input ends with a status and a registered code, and the process lives', async () => {
     // Aligned mode for most (the decoder is what is under attack), detection for every fifth.
-    const engine = await FaceEngine.create({ backend: 'wasm' });
+    const engine = await FaceEngine.create({ backend: 'onnx' });
     const tensors = engine.tensorCount();
     const outcomes = new Map<string, number>();
     for (const [i, name] of readdirSync(dir).sort().entries()) {

@@ -3,7 +3,8 @@ import sharp from 'sharp';
 import { decodeImage, FaceEngine, type DetectedFace } from '@facefleet/engine';
 import { median, round } from './stats.js';
 
-export type Pipeline = 'facefleet' | 'facefleet, tiny detector' | 'face-api reference';
+export type Pipeline =
+  'facefleet onnx' | 'facefleet wasm' | 'facefleet wasm, tiny detector' | 'face-api reference';
 
 export interface EngineRow {
   readonly corpus: string;
@@ -36,7 +37,8 @@ type Sums = Record<Stage, number>;
 const zero = (): Sums => ({ read: 0, decode: 0, infer: 0, detect: 0, landmarks: 0, descriptor: 0 });
 
 /**
- * The engine in this process (SSD and tiny detector) against face-api's documented Node pipeline
+ * The engine in this process (onnx; wasm with SSD and with the tiny detector) against face-api's
+ * documented Node pipeline
  * (its node-wasm demo: pixels into a tensor through a plain array, then `detectAllFaces()
  * .withFaceLandmarks().withFaceDescriptors()`): same backend, same images, image by image in
  * turn, medians of `repeats` passes after a warm-up pass.
@@ -46,6 +48,7 @@ export async function benchEngine(
   files: string[],
   repeats: number,
 ): Promise<{ rows: EngineRow[]; tiny: TinyMisses }> {
+  const onnxEngine = await FaceEngine.create({ backend: 'onnx' });
   const engine = await FaceEngine.create({ backend: 'wasm' });
   const tinyEngine = await FaceEngine.create({ backend: 'wasm', detector: 'tiny' });
   const faceapi = (
@@ -53,7 +56,12 @@ export async function benchEngine(
   ).runtime.faceapi;
   const tf = faceapi.tf;
 
-  const pipelines: Pipeline[] = ['facefleet', 'facefleet, tiny detector', 'face-api reference'];
+  const pipelines: Pipeline[] = [
+    'facefleet onnx',
+    'facefleet wasm',
+    'facefleet wasm, tiny detector',
+    'face-api reference',
+  ];
   const passes = new Map<Pipeline, Sums[]>(pipelines.map((p) => [p, []]));
   const faces = new Map<Pipeline, number>();
   const found = new Map<string, { ssd: DetectedFace[]; tiny: DetectedFace[] }>();
@@ -103,11 +111,16 @@ export async function benchEngine(
     const sums = new Map<Pipeline, Sums>(pipelines.map((p) => [p, zero()]));
     const counts = new Map<Pipeline, number>(pipelines.map((p) => [p, 0]));
     for (const [i, file] of files.entries()) {
-      const ssd = await ours(engine, file, sums.get('facefleet')!);
-      const tiny = await ours(tinyEngine, file, sums.get('facefleet, tiny detector')!);
+      const viaOnnx = await ours(onnxEngine, file, sums.get('facefleet onnx')!);
+      const ssd = await ours(engine, file, sums.get('facefleet wasm')!);
+      const tiny = await ours(tinyEngine, file, sums.get('facefleet wasm, tiny detector')!);
       const ref = await reference(file, sums.get('face-api reference')!);
-      counts.set('facefleet', counts.get('facefleet')! + ssd.length);
-      counts.set('facefleet, tiny detector', counts.get('facefleet, tiny detector')! + tiny.length);
+      counts.set('facefleet onnx', counts.get('facefleet onnx')! + viaOnnx.length);
+      counts.set('facefleet wasm', counts.get('facefleet wasm')! + ssd.length);
+      counts.set(
+        'facefleet wasm, tiny detector',
+        counts.get('facefleet wasm, tiny detector')! + tiny.length,
+      );
       counts.set('face-api reference', counts.get('face-api reference')! + ref);
       found.set(`${i}`, { ssd, tiny });
     }
@@ -151,6 +164,7 @@ export async function benchEngine(
     tinyFaces += tiny.length;
     missed += ssd.filter((s) => !tiny.some((t) => centredIn(t.bbox, s.bbox))).length;
   }
+  await Promise.all([onnxEngine.close(), engine.close(), tinyEngine.close()]);
   return { rows, tiny: { corpus, ssdFaces, tinyFaces, missed } };
 }
 

@@ -22,7 +22,7 @@ export async function benchFaceembed(
 ): Promise<LatencyRow[]> {
   const prefix = `bench-${randomBytes(4).toString('hex')}`;
   const env = { FACEFLEET_PREFIX: prefix, FACEFLEET_FILE_ROOTS: dirname(frame) };
-  const worker = facefleet(['worker', '--concurrency', '2', '--backend', 'wasm'], env);
+  const worker = facefleet(['worker', '--concurrency', '2', '--backend', 'onnx'], env);
   const api = facefleet(['serve', '--port', String(port)], env);
   const url = `http://127.0.0.1:${port}`;
   let ready = false;

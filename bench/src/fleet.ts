@@ -22,13 +22,14 @@ export async function benchFleet(
   frame: string,
   images: number,
   processes: number,
+  backend: 'onnx' | 'wasm',
 ): Promise<FleetRow> {
   const prefix = `bench-${randomBytes(4).toString('hex')}`;
   const env = { FACEFLEET_PREFIX: prefix };
   const out = mkdtempSync(join(tmpdir(), 'facefleet-bench-out-'));
   const status = join(out, '_status.jsonl');
   const worker = facefleet(
-    ['worker', '--concurrency', String(processes), '--backend', 'wasm'],
+    ['worker', '--concurrency', String(processes), '--backend', backend],
     env,
   );
   const sink = facefleet(['sink', '--out', out], env);

@@ -1,6 +1,7 @@
 import { createLogger, EnginePool } from '@facefleet/engine';
 
 export interface MemoryRow {
+  readonly backend: 'onnx' | 'wasm';
   readonly images: number;
   readonly rssMiB: Record<string, number>;
   readonly tensors: number;
@@ -10,10 +11,14 @@ export interface MemoryRow {
  * Resident memory of one inference process (the unit a worker runs N of) as it works through
  * `images` images of the corpus in turn: its RSS after the first, then at checkpoints.
  */
-export async function benchMemory(corpus: string[], images: number): Promise<MemoryRow> {
+export async function benchMemory(
+  corpus: string[],
+  images: number,
+  backend: 'onnx' | 'wasm',
+): Promise<MemoryRow> {
   const pool = await EnginePool.start({
     processes: 1,
-    engine: { backend: 'wasm' },
+    engine: { backend },
     logger: createLogger('bench', 'warn'),
     logLevel: 'warn',
   });
@@ -32,5 +37,5 @@ export async function benchMemory(corpus: string[], images: number): Promise<Mem
   } finally {
     await pool.close();
   }
-  return { images, rssMiB, tensors };
+  return { backend, images, rssMiB, tensors };
 }

@@ -29,6 +29,9 @@ const only = new Set(
     .map((s) => s.trim()),
 );
 
+const BACKENDS = ['onnx', 'wasm'] as const;
+type Backend = (typeof BACKENDS)[number];
+
 const frame = join(testdata, 'ageitgey_face_recognition/examples/obama-720p.jpg');
 const frames720 = Array.from({ length: 5 }, () => frame);
 const groups = [
@@ -44,10 +47,15 @@ const report: {
   repeats: number;
   engine?: EngineRow[];
   tinyDetector?: TinyMisses[];
-  fleet?: { rows: FleetRow[]; scaling: number; overheadPercent: number | undefined };
+  fleet?: Array<{
+    backend: Backend;
+    rows: FleetRow[];
+    scaling: number;
+    overheadPercent: number | undefined;
+  }>;
   faceembed?: { rows: LatencyRow[]; engineMs: number | undefined; overheadMs: number | undefined };
   enqueue?: { jobs: number; jobsPerSecond: number };
-  memory?: MemoryRow;
+  memory?: MemoryRow[];
 } = {
   at: new Date().toISOString(),
   machine: { cpu: cpus()[0]?.model, cores: cpus().length, node: process.version },
@@ -64,22 +72,29 @@ if (only.has('engine')) {
   report.tinyDetector = [a.tiny, b.tiny];
 }
 /** The engine's own time for one 720p frame, in this run (read + decode + inference). */
-const frameRow = report.engine?.find(
-  (r) => r.corpus.startsWith('1280') && r.pipeline === 'facefleet',
-);
-const engineMs = frameRow && 1000 / frameRow.imagesPerSecond;
+const frameRow = (pipeline: string) =>
+  report.engine?.find((r) => r.corpus.startsWith('1280') && r.pipeline === pipeline);
+const engineMs = (backend: Backend) => {
+  const row = frameRow(`facefleet ${backend}`);
+  return row && 1000 / row.imagesPerSecond;
+};
 
 if (only.has('fleet')) {
   const images = Number(process.env.BENCH_FLEET_IMAGES ?? 40);
-  log(`fleet through Redis, ${images} frames, 1 then 2 inference processes`);
-  const one = await benchFleet(frame, images, 1);
-  const two = await benchFleet(frame, images, 2);
-  report.fleet = {
-    rows: [one, two],
-    scaling: round(two.imagesPerSecond / one.imagesPerSecond),
-    overheadPercent:
-      frameRow && round((1 - one.imagesPerSecond / frameRow.imagesPerSecond) * 100, 1),
-  };
+  report.fleet = [];
+  for (const backend of BACKENDS) {
+    log(`fleet through Redis on ${backend}, ${images} frames, 1 then 2 inference processes`);
+    const one = await benchFleet(frame, images, 1, backend);
+    const two = await benchFleet(frame, images, 2, backend);
+    const inProcess = frameRow(`facefleet ${backend}`);
+    report.fleet.push({
+      backend,
+      rows: [one, two],
+      scaling: round(two.imagesPerSecond / one.imagesPerSecond),
+      overheadPercent:
+        inProcess && round((1 - one.imagesPerSecond / inProcess.imagesPerSecond) * 100, 1),
+    });
+  }
 }
 
 if (only.has('faceembed')) {
@@ -89,10 +104,11 @@ if (only.has('faceembed')) {
     { clients: 8, requestsPerClient: 5 },
   ]);
   const single = rows.find((r) => r.clients === 1);
+  const own = engineMs('onnx');
   report.faceembed = {
     rows,
-    engineMs: engineMs && round(engineMs, 1),
-    overheadMs: single && engineMs ? round(single.p50 - engineMs, 1) : undefined,
+    engineMs: own && round(own, 1),
+    overheadMs: single && own ? round(single.p50 - own, 1) : undefined,
   };
 }
 
@@ -104,7 +120,9 @@ if (only.has('enqueue')) {
 if (only.has('memory')) {
   const images = Number(process.env.BENCH_MEMORY_IMAGES ?? 500);
   log(`resident memory of one inference process over ${images} images`);
-  report.memory = await benchMemory([...frames720.slice(0, 1), ...groups], images);
+  report.memory = [];
+  for (const backend of BACKENDS)
+    report.memory.push(await benchMemory([...frames720.slice(0, 1), ...groups], images, backend));
 }
 
 mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
@@ -128,13 +146,17 @@ if (report.engine) {
       `| ${r.corpus} | ${r.pipeline} | ${r.images} | ${r.faces} | ${r.imagesPerSecond} | ${r.facesPerSecond} | ${r.msRead} | ${r.msDecode} | ${r.msInfer} | ${r.msDetect ?? ''} | ${r.msLandmarks ?? ''} | ${r.msDescriptor ?? ''} |`,
     );
   for (const corpus of new Set(report.engine.map((r) => r.corpus))) {
-    const ours = report.engine.find((r) => r.corpus === corpus && r.pipeline === 'facefleet')!;
     const ref = report.engine.find(
       (r) => r.corpus === corpus && r.pipeline === 'face-api reference',
     )!;
-    out.push(
-      `${corpus}: facefleet / reference = ${round(ours.imagesPerSecond / ref.imagesPerSecond)}× overall, ${round(ref.msInfer / ours.msInfer)}× in inference alone`,
-    );
+    for (const backend of BACKENDS) {
+      const ours = report.engine.find(
+        (r) => r.corpus === corpus && r.pipeline === `facefleet ${backend}`,
+      )!;
+      out.push(
+        `${corpus}: facefleet ${backend} / reference = ${round(ours.imagesPerSecond / ref.imagesPerSecond)}× overall, ${round(ref.msInfer / ours.msInfer)}× in inference alone`,
+      );
+    }
   }
   for (const t of report.tinyDetector ?? [])
     out.push(
@@ -144,30 +166,32 @@ if (report.engine) {
 }
 if (report.fleet) {
   out.push('| fleet | images | seconds | images/s |', '| --- | --- | --- | --- |');
-  for (const r of report.fleet.rows)
+  for (const f of report.fleet)
+    for (const r of f.rows)
+      out.push(
+        `| ${f.backend}, ${r.processes} inference process(es) | ${r.images} | ${r.seconds} | ${r.imagesPerSecond} |`,
+      );
+  for (const f of report.fleet)
     out.push(
-      `| ${r.processes} inference process(es) | ${r.images} | ${r.seconds} | ${r.imagesPerSecond} |`,
+      `${f.backend}: scaling 1 → 2 processes ${f.scaling}×; queue + sink overhead over the engine in one process ${f.overheadPercent ?? 'n/a'} %`,
     );
-  out.push(
-    `scaling 1 → 2 processes: ${report.fleet.scaling}×; queue + sink overhead over the engine in one process: ${report.fleet.overheadPercent ?? 'n/a'} %`,
-    '',
-  );
+  out.push('');
 }
 if (report.faceembed) {
   out.push('| /faceembed | requests | p50 ms | p95 ms |', '| --- | --- | --- | --- |');
   for (const r of report.faceembed.rows)
     out.push(`| ${r.clients} client(s) | ${r.requests} | ${r.p50} | ${r.p95} |`);
   out.push(
-    `engine's own time per frame: ${report.faceembed.engineMs ?? 'n/a'} ms; p50 overhead with 1 client: ${report.faceembed.overheadMs ?? 'n/a'} ms`,
+    `onnx backend; the engine's own time per frame: ${report.faceembed.engineMs ?? 'n/a'} ms; p50 overhead with 1 client: ${report.faceembed.overheadMs ?? 'n/a'} ms`,
     '',
   );
 }
 if (report.enqueue)
   out.push(`enqueue: ${report.enqueue.jobs} jobs at ${report.enqueue.jobsPerSecond} jobs/s`);
-if (report.memory)
+for (const m of report.memory ?? [])
   out.push(
-    `memory of one inference process: ${Object.entries(report.memory.rssMiB)
+    `memory of one inference process (${m.backend}): ${Object.entries(m.rssMiB)
       .map(([k, v]) => `${v} MiB ${k}`)
-      .join(', ')}; ${report.memory.tensors} tensors`,
+      .join(', ')}; ${m.tensors} tensors`,
   );
 console.log(out.join('\n'));

@@ -36,8 +36,9 @@ program
       .choices(DETECTORS)
       .default('ssd'),
   )
+  .option('--threads <n>', 'onnx backend: threads per inference process', '1')
   .option('--aligned', 'take each image as one aligned face chip (no detection)')
-  .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
+  .addOption(new Option('--backend <name>', 'inference backend').choices(BACKENDS).default('auto'))
   .option('--max-pixels <n>', 'refuse images with more pixels than this', '100000000')
   .option(
     '--max-jobs-per-process <n>',
@@ -147,13 +148,16 @@ function withWorkerOptions(command: Command): Command {
       'recycle an inference process after n images (0 = never)',
       '0',
     )
-    .addOption(new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto'))
+    .addOption(
+      new Option('--backend <name>', 'inference backend').choices(BACKENDS).default('auto'),
+    )
     .option('--min-confidence <x>', 'minimum detector score when a job does not say', '0.5')
     .addOption(
       new Option('--detector <name>', 'face detector: ssd (accurate) or tiny (faster, misses more)')
         .choices(DETECTORS)
         .default('ssd'),
     )
+    .option('--threads <n>', 'onnx backend: threads per inference process', '1')
     .option(
       '--autoscale <min..max>',
       'inference processes follow the backlog between these bounds (overrides the fixed count)',

@@ -1,7 +1,9 @@
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import type * as FaceApiTypes from '@vladmandic/face-api';
-import type { BackendName } from './config.js';
+import { DEFAULT_MODELS_DIR, type BackendName } from './config.js';
+import { ModelError } from './models.js';
+import { OnnxNets } from './onnx/runtime.js';
 
 export type FaceApi = typeof FaceApiTypes;
 
@@ -23,32 +25,82 @@ export interface BackendInfo {
   readonly simd?: boolean;
   /** For `auto`: why a faster backend was not taken. */
   readonly fallbackReason?: string;
+  /** For onnx: the onnxruntime-node version and its threads per operator. */
+  readonly onnxruntime?: string;
+  readonly threads?: number;
 }
 
+/**
+ * tfjs with face-api, and for the onnx backend the ONNX sessions. On onnx, tfjs (wasm) still
+ * builds the networks' inputs (crops, padding, resizing), so both paths share that code.
+ */
 export interface Runtime {
   readonly faceapi: FaceApi;
   readonly tf: TfRuntime;
   readonly backend: BackendInfo;
+  readonly onnx?: OnnxNets;
+}
+
+export interface RuntimeOptions {
+  readonly modelsDir: string;
+  /** onnxruntime's threads per operator. */
+  readonly threads: number;
 }
 
 const require = createRequire(import.meta.url);
 
 /**
- * Loads tfjs and face-api on the requested backend. `auto` takes tfjs-node where it is installed
- * and loads (its native binding needs libtensorflow, which its install downloads), else wasm.
- * The pure-JS cpu backend is never a silent fallback: it runs only when asked for by name.
+ * Loads the requested backend. `auto` takes onnx where onnxruntime-node's native binding loads,
+ * else tfjs-node where it is installed and loads (its install downloads libtensorflow), else
+ * wasm; each step down is named in `fallbackReason`. A missing or corrupt ONNX model is not a
+ * reason to step down: it stops start-up like any model error. The pure-JS cpu backend is never
+ * a silent fallback: it runs only when asked for by name.
  */
-export async function loadRuntime(requested: BackendName): Promise<Runtime> {
+export async function loadRuntime(
+  requested: BackendName,
+  options: RuntimeOptions = { modelsDir: DEFAULT_MODELS_DIR, threads: 1 },
+): Promise<Runtime> {
+  if (requested === 'onnx') return loadOnnx(options);
   if (requested === 'tfjs-node') return loadTfjsNode();
   if (requested === 'wasm') return loadWasm();
   if (requested === 'cpu') return loadCpu();
 
+  const reasons: string[] = [];
+  try {
+    return await loadOnnx(options);
+  } catch (error) {
+    if (error instanceof ModelError) throw error;
+    reasons.push(`onnx not usable: ${firstLine(error)}`);
+  }
   try {
     return await loadTfjsNode();
   } catch (error) {
-    const reason = error instanceof Error ? error.message.split('\n', 1)[0] : String(error);
-    return loadWasm(`tfjs-node not usable: ${reason}`);
+    reasons.push(`tfjs-node not usable: ${firstLine(error)}`);
+    return loadWasm(reasons.join('; '));
   }
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split('\n', 1)[0] ?? '';
+}
+
+async function loadOnnx(options: RuntimeOptions): Promise<Runtime> {
+  const onnx = await OnnxNets.create({
+    modelsDir: options.modelsDir,
+    intraOpNumThreads: options.threads,
+  });
+  const pre = await loadWasm();
+  return {
+    ...pre,
+    onnx,
+    backend: {
+      name: 'onnx',
+      tfjs: pre.backend.tfjs,
+      ...(pre.backend.simd !== undefined ? { simd: pre.backend.simd } : {}),
+      onnxruntime: onnx.version,
+      threads: onnx.threads,
+    },
+  };
 }
 
 async function loadTfjsNode(): Promise<Runtime> {

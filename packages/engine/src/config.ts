@@ -5,7 +5,7 @@ import { z } from 'zod';
 export const DEFAULT_MODELS_DIR =
   process.env.FACEFLEET_MODELS_DIR ?? fileURLToPath(new URL('../../../models/', import.meta.url));
 
-export const BACKENDS = ['auto', 'tfjs-node', 'wasm', 'cpu'] as const;
+export const BACKENDS = ['auto', 'onnx', 'tfjs-node', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
 
 export const DETECTORS = ['ssd', 'tiny'] as const;
@@ -16,8 +16,8 @@ export const EngineConfigSchema = z
     /** Directory holding `manifest.json` and the weight files it lists. */
     modelsDir: z.string().min(1).default(DEFAULT_MODELS_DIR),
     /**
-     * `auto` takes tfjs-node where it loads, else wasm. The pure-JS `cpu` backend is ~35× slower
-     * than wasm and runs only when asked for by name.
+     * `auto` takes onnx (onnxruntime-node) where it loads, else tfjs-node, else wasm. The pure-JS
+     * `cpu` backend is ~35× slower than wasm and runs only when asked for by name.
      */
     backend: z.enum(BACKENDS).default('auto'),
     /**
@@ -27,6 +27,8 @@ export const EngineConfigSchema = z
     detector: z.enum(DETECTORS).default('ssd'),
     /** Input size of the Tiny Face Detector (a multiple of 32); larger finds smaller faces. */
     tinyInputSize: z.number().int().min(128).max(1024).multipleOf(32).default(416),
+    /** Threads one onnxruntime operator may use; 1 suits one inference process per core. */
+    threads: z.number().int().min(1).max(64).default(1),
     /** Minimum detection score, for either detector. */
     minConfidence: z.number().min(0).max(1).default(0.5),
     /** The most faces reported for one image. */

@@ -1,6 +1,6 @@
 import type { BBox, ImageResult, ImageStatus, Job } from '@facefleet/protocol';
 import { sourceOf, statusBase } from '@facefleet/protocol';
-import type { BackendInfo, FaceApi, Runtime } from './backend.js';
+import type { BackendInfo, Runtime } from './backend.js';
 import { loadRuntime } from './backend.js';
 import {
   parseEngineConfig,
@@ -13,11 +13,16 @@ import { toProblem } from './errors.js';
 import type { Logger } from './log.js';
 import { readNetworks } from './models.js';
 import { readSource } from './source.js';
+import { onnxStages, tfjsStages, type Stages } from './stages.js';
 import { UrlPolicy } from './url-policy.js';
 
-/** The networks of the pipeline: a detector, the 68-point landmarks, the 128-d descriptor. */
-function networksFor(detector: DetectorName) {
+/**
+ * The tfjs networks to load: all three on a tfjs backend; on onnx only the Tiny Face Detector,
+ * when it is asked for (it has no ONNX export).
+ */
+function tfjsNetworksFor(detector: DetectorName, onnx: boolean) {
   const finder = detector === 'tiny' ? 'tinyFaceDetector' : 'ssdMobilenetv1';
+  if (onnx) return detector === 'tiny' ? (['tinyFaceDetector'] as const) : ([] as const);
   return [finder, 'faceLandmark68Net', 'faceRecognitionNet'] as const;
 }
 
@@ -26,6 +31,8 @@ export interface DetectedFace {
   /** Detector score; 1 in aligned mode, where nothing is detected. */
   readonly score: number;
   readonly descriptor: Float32Array;
+  /** The 68 landmarks as x, y pairs in image pixels; empty in aligned mode. */
+  readonly landmarks: Float32Array;
 }
 
 export interface AnalyzeOptions {
@@ -40,18 +47,25 @@ export interface AnalyzeOptions {
  */
 export class FaceEngine {
   private readonly urlPolicy: UrlPolicy;
+  private readonly stages: Stages;
 
   private constructor(
     readonly config: EngineConfig,
     private readonly runtime: Runtime,
   ) {
     this.urlPolicy = new UrlPolicy(config.urlAllow, config.urlConnectTimeoutMs);
+    this.stages = runtime.onnx
+      ? onnxStages(runtime.faceapi, runtime.onnx, config)
+      : tfjsStages(runtime.faceapi, config);
   }
 
   static async create(input: EngineConfigInput = {}, logger?: Logger): Promise<FaceEngine> {
     const config = parseEngineConfig(input);
-    const runtime = await loadRuntime(config.backend);
-    const names = networksFor(config.detector);
+    const runtime = await loadRuntime(config.backend, {
+      modelsDir: config.modelsDir,
+      threads: config.threads,
+    });
+    const names = tfjsNetworksFor(config.detector, runtime.onnx !== undefined);
     const networks = await readNetworks(config.modelsDir, names);
 
     const { faceapi } = runtime;
@@ -76,6 +90,11 @@ export class FaceEngine {
 
   get backend(): BackendInfo {
     return this.runtime.backend;
+  }
+
+  /** Releases the ONNX sessions, if any; the tfjs weights go with the process. */
+  async close(): Promise<void> {
+    await this.runtime.onnx?.release();
   }
 
   /** Live tensors in this process: the model weights, plus anything leaked. */
@@ -127,98 +146,68 @@ export class FaceEngine {
     image: DecodedImage,
     options: AnalyzeOptions = {},
   ): Promise<{ faces: DetectedFace[]; times: StageTimes }> {
-    const { faceapi } = this.runtime;
     const times = { detect: 0, landmarks: 0, descriptor: 0 };
-    const input = faceapi.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
+    const stages = this.stages.open(image);
 
     try {
       if (options.aligned) {
         const started = performance.now();
-        const face = await this.describeWhole(input, image);
+        const [descriptor] = await stages.describe();
         times.descriptor = performance.now() - started;
-        return { faces: [face], times };
+        if (!descriptor) throw new Error('expected one descriptor for the whole image');
+        const whole: DetectedFace = {
+          bbox: [0, image.width, image.height, 0],
+          score: 1,
+          descriptor,
+          landmarks: new Float32Array(0),
+        };
+        return { faces: [whole], times };
       }
 
       let started = performance.now();
       const detections = (
-        await this.detect(input, options.minConfidence ?? this.config.minConfidence)
+        await stages.detect(options.minConfidence ?? this.config.minConfidence)
       ).filter((d) => !isEmpty(d.box.clipAtImageBorders(image.width, image.height)));
       times.detect = performance.now() - started;
       if (detections.length === 0) return { faces: [], times };
 
       started = performance.now();
-      const crops = await faceapi.extractFaceTensors(input, detections);
-      const landmarks = await faceapi.nets.faceLandmark68Net
-        .detectLandmarks(crops)
-        .finally(() => crops.forEach((t) => t.dispose()));
+      const landmarks = await stages.landmarks(detections);
       times.landmarks = performance.now() - started;
 
       started = performance.now();
       // face-api's dlib-style alignment: a square around the eyes and mouth, in image pixels.
-      const faces = asList(landmarks)
+      const faces = landmarks
         .map((marks, i) => {
           const detection = detections[i]!;
-          const chip = marks
-            .shiftBy(detection.box.x, detection.box.y)
+          const shifted = marks.shiftBy(detection.box.x, detection.box.y);
+          const chip = shifted
             .align(null, { useDlibAlignment: true })
             .clipAtImageBorders(image.width, image.height);
-          return { detection, chip };
+          return { detection, chip, points: shifted.positions };
         })
         .filter((face) => !isEmpty(face.chip));
-      const chips = await faceapi.extractFaceTensors(
-        input,
-        faces.map((f) => f.chip),
-      );
-      const descriptors =
-        chips.length === 0
-          ? []
-          : asList(
-              await faceapi.nets.faceRecognitionNet
-                .computeFaceDescriptor(chips)
-                .finally(() => chips.forEach((t) => t.dispose())),
-            );
+      const descriptors = await stages.describe(faces.map((f) => f.chip));
       times.descriptor = performance.now() - started;
 
       return {
-        faces: faces.map(({ detection }, i) => ({
+        faces: faces.map(({ detection, points }, i) => ({
           bbox: toBBox(detection.box, image),
           score: detection.score,
           descriptor: descriptors[i]!,
+          landmarks: Float32Array.from(points.flatMap((p) => [p.x, p.y])),
         })),
         times,
       };
     } finally {
-      input.dispose();
+      stages.close();
     }
-  }
-
-  /** Face boxes and scores, best first, from the configured detector. */
-  private async detect(input: FaceApiTensor, minConfidence: number): Promise<FaceDetection[]> {
-    const { faceapi } = this.runtime;
-    if (this.config.detector === 'tiny') {
-      const options = new faceapi.TinyFaceDetectorOptions({
-        inputSize: this.config.tinyInputSize,
-        scoreThreshold: minConfidence,
-      });
-      const found = await faceapi.nets.tinyFaceDetector.locateFaces(input, options);
-      return found.sort((a, b) => b.score - a.score).slice(0, this.config.maxFaces);
-    }
-    const options = new faceapi.SsdMobilenetv1Options({
-      minConfidence,
-      maxResults: this.config.maxFaces,
-    });
-    return faceapi.nets.ssdMobilenetv1.locateFaces(input, options);
-  }
-
-  private async describeWhole(input: FaceApiTensor, image: DecodedImage): Promise<DetectedFace> {
-    const descriptor = await this.runtime.faceapi.computeFaceDescriptor(input);
-    if (Array.isArray(descriptor)) throw new Error('expected one descriptor for one image');
-    return { bbox: [0, image.width, image.height, 0], score: 1, descriptor };
   }
 
   /** The first inference compiles kernels and sizes buffers; do it before the first real image. */
   private async warmUp(): Promise<void> {
     const size = 64;
+    const { faceapi } = this.runtime;
     const blank = {
       data: Buffer.alloc(size * size * 3, 128),
       width: size,
@@ -226,29 +215,23 @@ export class FaceEngine {
       warnings: [],
     };
     await this.analyze(blank);
-    // A blank image has no face, so the landmark and descriptor nets are warmed up directly.
-    const input = this.runtime.faceapi.tf.tensor3d(blank.data, [size, size, 3], 'int32');
+    // A blank image has no face, so the landmark and descriptor stages are warmed up directly.
+    const stages = this.stages.open(blank);
     try {
-      await this.runtime.faceapi.detectFaceLandmarks(input);
-      await this.describeWhole(input, blank);
+      const whole = new faceapi.FaceDetection(1, new faceapi.Rect(0, 0, 1, 1), blank);
+      await stages.landmarks([whole]);
+      await stages.describe();
     } finally {
-      input.dispose();
+      stages.close();
     }
   }
 }
-
-type FaceApiTensor = ReturnType<FaceApi['tf']['tensor3d']>;
-type FaceDetection = InstanceType<FaceApi['FaceDetection']>;
 
 /** Milliseconds spent in each stage of the pipeline for one image. */
 export interface StageTimes {
   readonly detect: number;
   readonly landmarks: number;
   readonly descriptor: number;
-}
-
-function asList<T>(value: T | T[]): T[] {
-  return Array.isArray(value) ? value : [value];
 }
 
 function isEmpty(box: { width: number; height: number }): boolean {

@@ -171,3 +171,19 @@ async function sha256Of(path: string): Promise<string | undefined> {
   const bytes = await readFile(path).catch(() => undefined);
   return bytes && createHash('sha256').update(bytes).digest('hex');
 }
+
+/** Checks every generated ONNX model against its sha256 in the manifest; returns their names. */
+export async function verifyOnnxFiles(modelsDir: string): Promise<string[]> {
+  const manifest = await readManifest(modelsDir);
+  for (const entry of manifest.onnx) {
+    const path = join(modelsDir, entry.file);
+    const digest = await sha256Of(path);
+    if (digest === undefined)
+      throw new ModelError(`ONNX model ${path} is missing. ${fixHint(manifest)}`);
+    if (digest !== entry.sha256)
+      throw new ModelError(
+        `ONNX model ${path} is corrupt or out of date (sha256 ${digest}, expected ${entry.sha256}). ${fixHint(manifest)}`,
+      );
+  }
+  return manifest.onnx.map((e) => e.file);
+}

@@ -15,6 +15,7 @@ export const EmbedOptionsSchema = z
     aligned: z.boolean().default(false),
     backend: z.enum(BACKENDS).default('auto'),
     detector: z.enum(DETECTORS).default('ssd'),
+    threads: z.coerce.number().int().min(1).max(64).default(1),
     maxPixels: z.coerce.number().int().positive().default(100_000_000),
     maxJobsPerProcess: z.coerce.number().int().min(0).default(0),
     retryFailed: z.boolean().default(false),
@@ -72,6 +73,7 @@ export async function embed(paths: string[], rawOptions: Record<string, unknown>
     engine: {
       backend: options.backend,
       detector: options.detector,
+      threads: options.threads,
       minConfidence: options.minConfidence,
       maxPixels: options.maxPixels,
     },

@@ -166,6 +166,7 @@ const WorkerSchema = z
     maxJobsPerProcess: z.coerce.number().int().min(0).default(0),
     backend: z.enum(BACKENDS).default('auto'),
     detector: z.enum(DETECTORS).default('ssd'),
+    threads: z.coerce.number().int().min(1).max(64).default(1),
     minConfidence: z.coerce.number().min(0).max(1).default(0.5),
     lockMs: z.coerce.number().int().min(100).optional(),
     urlTimeoutMs: z.coerce.number().int().min(1).default(30_000),
@@ -190,6 +191,7 @@ function startWorker(options: z.output<typeof WorkerSchema>, logger: Logger): Pr
     engine: {
       backend: options.backend,
       detector: options.detector,
+      threads: options.threads,
       minConfidence: options.minConfidence,
       urlTimeoutMs: options.urlTimeoutMs,
     },
