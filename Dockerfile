@@ -35,9 +35,9 @@ COPY apps/cli/package.json apps/cli/
 # The command's entry file, so that npm links node_modules/.bin/facefleet to it.
 COPY apps/cli/bin apps/cli/bin
 # Install scripts stay off: the root one would compile (no compiler here), sharp and
-# onnxruntime-node ship prebuilt Linux binaries, and @tensorflow/tfjs-node would download
-# libtensorflow (without it the engine runs on WebAssembly, as `--backend auto` says in its log).
-# onnxruntime-node carries binaries for every platform: only this one's are kept.
+# onnxruntime-node ship prebuilt Linux binaries (`--backend auto` runs on onnxruntime), and
+# @tensorflow/tfjs-node would download libtensorflow, which the image does without.
+# onnxruntime-node carries binaries for every platform: only Linux's are kept.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && rm -rf node_modules/onnxruntime-node/bin/napi-v*/darwin node_modules/onnxruntime-node/bin/napi-v*/win32 \
  && npm cache clean --force
