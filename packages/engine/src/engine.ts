@@ -13,7 +13,7 @@ import { toProblem } from './errors.js';
 import type { Logger } from './log.js';
 import { readNetworks } from './models.js';
 import { readSource } from './source.js';
-import { onnxStages, tfjsStages, type Stages } from './stages.js';
+import { pipelineStages, tfjsNets, type Stages } from './stages.js';
 import { UrlPolicy } from './url-policy.js';
 
 /**
@@ -54,9 +54,11 @@ export class FaceEngine {
     private readonly runtime: Runtime,
   ) {
     this.urlPolicy = new UrlPolicy(config.urlAllow, config.urlConnectTimeoutMs);
-    this.stages = runtime.onnx
-      ? onnxStages(runtime.faceapi, runtime.onnx, config)
-      : tfjsStages(runtime.faceapi, config);
+    this.stages = pipelineStages(
+      runtime.faceapi,
+      runtime.onnx ?? tfjsNets(runtime.faceapi),
+      config,
+    );
   }
 
   static async create(input: EngineConfigInput = {}, logger?: Logger): Promise<FaceEngine> {

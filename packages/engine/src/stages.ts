@@ -1,6 +1,5 @@
 import type { FaceApi } from './backend.js';
 import type { EngineConfig } from './config.js';
-import type { OnnxNets } from './onnx/runtime.js';
 import { ONNX_INPUT_SIZE } from './onnx/runtime.js';
 import { batchOf, type PixelRegion } from './prepare.js';
 import type { DecodedImage } from './decode.js';
@@ -11,12 +10,7 @@ export type FaceLandmarks68 = InstanceType<FaceApi['FaceLandmarks68']>;
 /** A face region in image pixels (face-api's Box/Rect). */
 export type Region = ReturnType<FaceLandmarks68['align']>;
 
-/**
- * The three network stages of the pipeline for one image. Two implementations share the
- * arithmetic around the networks (face-api's box and landmark decoding, its alignment, and
- * NetInput's pad-to-square and bilinear resize): one runs face-api's networks on tfjs, the other
- * the same weights exported to ONNX on onnxruntime-node.
- */
+/** The three network stages of the pipeline for one image. */
 export interface ImageStages {
   /** Face boxes with scores, best first, at most `maxFaces`. */
   detect(minConfidence: number): Promise<FaceDetection[]>;
@@ -30,14 +24,6 @@ export interface ImageStages {
 
 export interface Stages {
   open(image: DecodedImage): ImageStages;
-}
-
-function asList<T>(value: T | T[]): T[] {
-  return Array.isArray(value) ? value : [value];
-}
-
-function tensorOf(faceapi: FaceApi, image: DecodedImage): Tensor3D {
-  return faceapi.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
 }
 
 /** The detector stage of both paths when the Tiny Face Detector is asked for (tfjs only). */
@@ -55,59 +41,74 @@ async function detectTiny(
   return found.sort((a, b) => b.score - a.score).slice(0, config.maxFaces);
 }
 
-/** face-api's own networks on the active tfjs backend; landmark and descriptor nets batched. */
-export function tfjsStages(faceapi: FaceApi, config: EngineConfig): Stages {
+/**
+ * The networks themselves, on prepared inputs (RGB float32 0..255, NHWC): SSD MobileNet v1 on one
+ * 512x512 image giving [5118, 4] boxes and [5118] scores before suppression, the landmark net on
+ * n 112x112 crops giving [n, 136], the recognition net on n 150x150 chips giving [n, 128].
+ * OnnxNets is one; tfjsNets below is the other.
+ */
+export interface Networks {
+  detect(input: Float32Array): Promise<{ boxes: Float32Array; scores: Float32Array }>;
+  landmarks(batch: Float32Array, n: number): Promise<Float32Array>;
+  describe(batch: Float32Array, n: number): Promise<Float32Array>;
+}
+
+/** face-api's own networks on the active tfjs backend, fed the same prepared inputs. */
+export function tfjsNets(faceapi: FaceApi): Networks {
+  const { tf, nets } = faceapi;
+  /** face-api's NetInput over n prepared images: its pad and resize are then no-ops. */
+  const netInput = async (batch: Float32Array, n: number, size: number) => {
+    const images = tf.tidy(() => tf.unstack(tf.tensor4d(batch, [n, size, size, 3])));
+    return { input: await faceapi.toNetInput(images), images };
+  };
+  const read = async (tensor: { data(): Promise<unknown>; dispose(): void }) => {
+    try {
+      return (await tensor.data()) as Float32Array;
+    } finally {
+      tensor.dispose();
+    }
+  };
+
   return {
-    open(image) {
-      const input = tensorOf(faceapi, image);
-      return {
-        async detect(minConfidence) {
-          if (config.detector === 'tiny') return detectTiny(faceapi, config, input, minConfidence);
-          const options = new faceapi.SsdMobilenetv1Options({
-            minConfidence,
-            maxResults: config.maxFaces,
-          });
-          return faceapi.nets.ssdMobilenetv1.locateFaces(input, options);
-        },
-
-        async landmarks(detections) {
-          const crops = await faceapi.extractFaceTensors(input, detections);
-          try {
-            return asList(await faceapi.nets.faceLandmark68Net.detectLandmarks(crops));
-          } finally {
-            crops.forEach((t) => t.dispose());
-          }
-        },
-
-        async describe(regions) {
-          if (!regions) {
-            return asList(await faceapi.nets.faceRecognitionNet.computeFaceDescriptor(input));
-          }
-          const chips = await faceapi.extractFaceTensors(input, regions);
-          try {
-            return chips.length === 0
-              ? []
-              : asList(await faceapi.nets.faceRecognitionNet.computeFaceDescriptor(chips));
-          } finally {
-            chips.forEach((t) => t.dispose());
-          }
-        },
-
-        close() {
-          input.dispose();
-        },
-      };
+    async detect(batch) {
+      const { input, images } = await netInput(batch, 1, ONNX_INPUT_SIZE.detector);
+      try {
+        const out = nets.ssdMobilenetv1.forwardInput(input);
+        const [boxes, scores] = [out.boxes[0]!, out.scores[0]!];
+        return { boxes: await read(boxes), scores: await read(scores) };
+      } finally {
+        images.forEach((t) => t.dispose());
+      }
+    },
+    async landmarks(batch, n) {
+      if (n === 0) return new Float32Array(0);
+      const { input, images } = await netInput(batch, n, ONNX_INPUT_SIZE.landmarks);
+      try {
+        return await read(nets.faceLandmark68Net.runNet(input));
+      } finally {
+        images.forEach((t) => t.dispose());
+      }
+    },
+    async describe(batch, n) {
+      if (n === 0) return new Float32Array(0);
+      const { input, images } = await netInput(batch, n, ONNX_INPUT_SIZE.recognition);
+      try {
+        return await read(nets.faceRecognitionNet.forwardInput(input));
+      } finally {
+        images.forEach((t) => t.dispose());
+      }
     },
   };
 }
 
 /**
- * The same stages with the networks on onnxruntime-node. The network inputs are made from the
- * 8-bit pixels with NetInput's arithmetic (see prepare.ts), and the outputs are decoded with
- * face-api's arithmetic (in float32, as tfjs does it), so both paths agree to the networks'
- * rounding noise. No tfjs tensor is made, except for the Tiny Face Detector.
+ * The stages around either set of networks: inputs made from the 8-bit pixels with NetInput's
+ * arithmetic (see prepare.ts), outputs decoded with face-api's arithmetic (in float32, as its
+ * tensors do it). On tfjs this gives face-api's own results; on ONNX the same to the networks'
+ * rounding noise. No full-size tensor is made, except for the Tiny Face Detector, which runs
+ * through face-api's own code on tfjs whatever the networks.
  */
-export function onnxStages(faceapi: FaceApi, nets: OnnxNets, config: EngineConfig): Stages {
+export function pipelineStages(faceapi: FaceApi, nets: Networks, config: EngineConfig): Stages {
   const f = Math.fround;
   /** face-api's crop of a box: clipped to the image and floored (extractFaceTensors). */
   const cropOf = (box: Region, image: DecodedImage): PixelRegion =>
@@ -120,7 +121,7 @@ export function onnxStages(faceapi: FaceApi, nets: OnnxNets, config: EngineConfi
       return {
         async detect(minConfidence) {
           if (config.detector === 'tiny') {
-            tiny ??= tensorOf(faceapi, image);
+            tiny ??= faceapi.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
             return detectTiny(faceapi, config, tiny, minConfidence);
           }
           const size = ONNX_INPUT_SIZE.detector;
