@@ -352,7 +352,7 @@ describe('the HTTP API with a running fleet', () => {
     expect(after.workers).toBe(1);
   });
 
-  it('shows both queues and a failed job with its reason on the Bull Board dashboard (headless Chromium)', async () => {
+  it('shows the three queues and a failed job with its reason on the Bull Board dashboard (headless Chromium)', async () => {
     const browser = await chromium.launch({
       executablePath: '/usr/bin/chromium',
       args: [
@@ -371,8 +371,10 @@ describe('the HTTP API with a running fleet', () => {
         .poll(() => page.getByText('faces-results').count(), { timeout: 30_000 })
         .toBeGreaterThan(0);
       await expect.poll(() => page.getByText(/^faces$/).count()).toBeGreaterThan(0);
+      await expect.poll(() => page.getByText('faces-live').count()).toBeGreaterThan(0);
 
-      await page.goto(`${base}/admin/queues/queue/faces?status=failed`);
+      // The /faceembed call with a text file above failed in the live queue.
+      await page.goto(`${base}/admin/queues/queue/faces-live?status=failed`);
       await expect
         .poll(() => page.getByText(/IMAGE_UNSUPPORTED/).count(), { timeout: 30_000 })
         .toBeGreaterThan(0);

@@ -118,7 +118,7 @@ export async function waitForStatuses(
 
 /** Removes every key of a test's fleet from Redis. */
 export async function obliterate(prefix: string): Promise<void> {
-  for (const name of ['faces', 'faces-results']) {
+  for (const name of ['faces', 'faces-live', 'faces-results']) {
     const queue = new Queue(name, { connection: { url: REDIS_URL }, prefix });
     await queue.obliterate({ force: true });
     await queue.close();

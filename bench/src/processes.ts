@@ -60,7 +60,7 @@ export async function until(check: () => boolean, what: string, timeoutMs: numbe
 
 /** Removes every key of a bench fleet from Redis. */
 export async function obliterate(prefix: string): Promise<void> {
-  for (const name of ['faces', 'faces-results']) {
+  for (const name of ['faces', 'faces-live', 'faces-results']) {
     const queue = new Queue(name, { connection: { url: REDIS_URL }, prefix });
     await queue.obliterate({ force: true });
     await queue.close();

@@ -11,7 +11,7 @@ import {
 } from '@facefleet/fleet';
 import { QUEUES } from '@facefleet/protocol';
 
-/** The fleet as the API sees it: a producer, the results queue, and the jobs queue's events. */
+/** The fleet as the API sees it: a producer, the results queue, and the events of both job queues. */
 export class FleetClient {
   private workers = { count: 0, at: 0 };
 
@@ -19,7 +19,10 @@ export class FleetClient {
     readonly config: FleetConfig,
     readonly producer: FaceProducer,
     readonly results: ResultsQueue,
+    /** Events of the bulk jobs queue. */
     readonly events: QueueEvents,
+    /** Events of the live queue, where `/faceembed` waits for its own job. */
+    readonly liveEvents: QueueEvents,
     /** For what BullMQ does not ask itself: heartbeats and finish-time ranges, for /metrics. */
     readonly redis: Redis,
   ) {}
@@ -28,15 +31,23 @@ export class FleetClient {
   static async connect(config: FleetConfig = fleetConfig()): Promise<FleetClient> {
     const producer = await FaceProducer.connect(config, 'service');
     const results = resultsQueue(config, 'service');
-    const events = new QueueEvents(QUEUES.jobs, {
-      connection: connectionOptions(config, 'worker'),
-      prefix: config.prefix,
-    });
+    const [events, liveEvents] = [QUEUES.jobs, QUEUES.live].map(
+      (name) =>
+        new QueueEvents(name, {
+          connection: connectionOptions(config, 'worker'),
+          prefix: config.prefix,
+        }),
+    ) as [QueueEvents, QueueEvents];
     results.on('error', () => undefined);
     events.on('error', () => undefined);
-    await Promise.all([results.waitUntilReady(), events.waitUntilReady()]);
+    liveEvents.on('error', () => undefined);
+    await Promise.all([
+      results.waitUntilReady(),
+      events.waitUntilReady(),
+      liveEvents.waitUntilReady(),
+    ]);
     const redis = await connectRedis(config, 'service');
-    return new FleetClient(config, producer, results, events, redis);
+    return new FleetClient(config, producer, results, events, liveEvents, redis);
   }
 
   /** Workers connected to the jobs queue, asked at most once a second. */
@@ -48,7 +59,12 @@ export class FleetClient {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.events.close(), this.results.close(), this.producer.close()]);
+    await Promise.all([
+      this.events.close(),
+      this.liveEvents.close(),
+      this.results.close(),
+      this.producer.close(),
+    ]);
     this.redis.disconnect();
   }
 }

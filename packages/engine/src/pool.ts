@@ -29,6 +29,8 @@ interface Task {
   readonly job: Job;
   readonly key: string | undefined;
   attempts: number;
+  /** A caller waits for it: it goes before the bulk jobs queued here. */
+  readonly urgent?: boolean;
   resolve(outcome: PoolOutcome): void;
 }
 
@@ -122,11 +124,15 @@ export class EnginePool {
   }
 
   /** Processes one job in whichever process is free first. Never rejects for bad input. */
-  run(job: Job, key?: string): Promise<PoolOutcome> {
+  /** Runs one job; an `urgent` one (a caller waits for it) goes before every queued job. */
+  run(job: Job, key?: string, urgent = false): Promise<PoolOutcome> {
     if (this.closing) return Promise.reject(new Error('the engine pool is closed'));
 
     return new Promise((resolve) => {
-      this.queue.push({ seq: ++this.seq, job, key, attempts: 0, resolve });
+      const task: Task = { seq: ++this.seq, job, key, attempts: 0, urgent, resolve };
+      // An urgent job goes after the urgent ones already waiting, before every other.
+      const at = urgent ? this.queue.findIndex((t) => !t.urgent) : -1;
+      this.queue.splice(at < 0 ? this.queue.length : at, 0, task);
       this.dispatch();
     });
   }

@@ -33,6 +33,7 @@ export interface EnqueueResult {
  */
 export class FaceProducer {
   private readonly queue: JobsQueue;
+  private readonly live: JobsQueue;
 
   private constructor(
     readonly config: FleetConfig,
@@ -40,7 +41,9 @@ export class FaceProducer {
   ) {
     // One connection, shared with BullMQ, that also answers the "already queued?" question.
     this.queue = new Queue(QUEUES.jobs, { connection: redis, prefix: config.prefix });
+    this.live = new Queue(QUEUES.live, { connection: redis, prefix: config.prefix });
     this.queue.on('error', () => undefined);
+    this.live.on('error', () => undefined);
   }
 
   /**
@@ -119,18 +122,18 @@ export class FaceProducer {
 
   /**
    * Adds one job for a caller who waits for it (the seed-compatible `/faceembed`): a fresh key, so
-   * the same image is processed again as the seed server did; placed at the head of the queue, in
-   * front of bulk work; one attempt (the caller decides whether to retry); records returned in the
-   * job, not published to the output files. Kept an hour after it finishes.
+   * the same image is processed again as the seed server did; in the live queue, which workers
+   * take before any bulk work, first come first served; one attempt (the caller decides whether
+   * to retry); records returned in the job, not published to the output files. Kept an hour
+   * after it finishes.
    */
   async submitInteractive(job: Job): Promise<BullJob<Job, JobReturn>> {
     const interactive = {
       ...job,
       options: { ...job.options, returnRecords: true, publish: false },
     };
-    return this.queue.add('interactive', JobSchema.parse(interactive), {
+    return this.live.add('interactive', JobSchema.parse(interactive), {
       jobId: `live_${randomUUID()}`,
-      lifo: true,
       attempts: 1,
       removeOnComplete: { age: 3600 },
       removeOnFail: { age: 24 * 3600 },
@@ -142,8 +145,13 @@ export class FaceProducer {
     return this.queue;
   }
 
+  /** The live queue of interactive jobs. */
+  get liveJobs(): JobsQueue {
+    return this.live;
+  }
+
   async close(): Promise<void> {
-    await this.queue.close();
+    await Promise.all([this.queue.close(), this.live.close()]);
     this.redis.disconnect();
   }
 }

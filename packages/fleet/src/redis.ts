@@ -39,7 +39,7 @@ export async function connectRedis(config: FleetConfig, role: RedisRole): Promis
 /** Whether an error means "Redis is not reachable right now", as opposed to a bad command. */
 export function isRedisDown(error: unknown): boolean {
   const message = error instanceof Error ? error.message : String(error);
-  return /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|Stream isn't writeable|Connection is closed|max retries per request/i.test(
+  return /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE|Stream isn't writeable|Connection is closed|max retries per request/i.test(
     message,
   );
 }

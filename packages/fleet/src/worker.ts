@@ -26,6 +26,7 @@ import {
 } from './autoscale.js';
 import { PublishedResultSchema, type JobReturn } from './messages.js';
 import { resultsQueue, type ResultsQueue } from './queues.js';
+import { isRedisDown } from './redis.js';
 import {
   HEARTBEAT_EVERY_MS,
   HEARTBEAT_TTL_MS,
@@ -68,6 +69,8 @@ export class FaceWorker {
 
   private constructor(
     private readonly worker: Worker<Job, JobReturn>,
+    /** Takes the live queue's jobs (callers waiting), one per process at most, before bulk work. */
+    private readonly live: Worker<Job, JobReturn>,
     private readonly pool: EnginePool,
     private readonly results: ResultsQueue,
     private readonly redis: Redis,
@@ -99,22 +102,38 @@ export class FaceWorker {
     const redis = new Redis(url, redisOptions);
     redis.on('error', () => undefined);
 
+    const settings = {
+      connection: connectionOptions(config, 'worker'),
+      prefix: config.prefix,
+      // The starting process count rides in the name, for `facefleet status` when no
+      // heartbeat has been written yet.
+      name: `${workerId()}:n=${pool.size}`,
+      lockDuration: config.lockDurationMs,
+      stalledInterval: config.stalledIntervalMs,
+      maxStalledCount: config.maxStalledCount,
+    };
     const worker = new Worker<Job, JobReturn>(
       QUEUES.jobs,
-      (job) => processJob(job, pool, results),
-      {
-        connection: connectionOptions(config, 'worker'),
-        prefix: config.prefix,
-        // The starting process count rides in the name, for `facefleet status` when no
-        // heartbeat has been written yet.
-        name: `${workerId()}:n=${pool.size}`,
-        concurrency: pool.size * JOBS_PER_PROCESS,
-        lockDuration: config.lockDurationMs,
-        stalledInterval: config.stalledIntervalMs,
-        maxStalledCount: config.maxStalledCount,
-      },
+      (job) => processJob(job, pool, results, false),
+      { ...settings, concurrency: pool.size * JOBS_PER_PROCESS },
     );
-    const fleetWorker = new FaceWorker(worker, pool, results, redis, config, autoscale, logger);
+    // A job taken from here goes before the bulk jobs waiting in the pool, so a caller waits at
+    // most for the images in hand, not for a backlog.
+    const live = new Worker<Job, JobReturn>(
+      QUEUES.live,
+      (job) => processJob(job, pool, results, true),
+      { ...settings, concurrency: pool.size },
+    );
+    const fleetWorker = new FaceWorker(
+      worker,
+      live,
+      pool,
+      results,
+      redis,
+      config,
+      autoscale,
+      logger,
+    );
     fleetWorker.watch(config);
     fleetWorker.beat();
     fleetWorker.heartbeat = setInterval(() => fleetWorker.beat(), HEARTBEAT_EVERY_MS);
@@ -202,16 +221,17 @@ export class FaceWorker {
       if (to > from) {
         // Processes first, then the jobs to feed them: a job taken early would only wait.
         await this.pool.grow(to - from);
-        this.worker.concurrency = this.pool.size * JOBS_PER_PROCESS;
+        this.followPool();
       } else {
         // Take fewer jobs first; the processes that leave finish the job they hold.
         this.worker.concurrency = Math.max(1, to * JOBS_PER_PROCESS);
+        this.live.concurrency = Math.max(1, to);
         await this.pool.shrink(from - to);
-        this.worker.concurrency = this.pool.size * JOBS_PER_PROCESS;
+        this.followPool();
       }
     } catch (error) {
       this.logger.error({ err: error, ...numbers }, 'autoscale: the change failed');
-      this.worker.concurrency = Math.max(1, this.pool.size * JOBS_PER_PROCESS);
+      this.followPool();
     }
     const size = this.pool.size;
     this.logger.info(
@@ -224,6 +244,12 @@ export class FaceWorker {
       },
       `autoscale: ${size} inference ${size === 1 ? 'process' : 'processes'} now`,
     );
+  }
+
+  /** Sets both BullMQ workers' concurrency to what the pool's processes can take. */
+  private followPool(): void {
+    this.worker.concurrency = Math.max(1, this.pool.size * JOBS_PER_PROCESS);
+    this.live.concurrency = Math.max(1, this.pool.size);
   }
 
   private probing = false;
@@ -248,7 +274,7 @@ export class FaceWorker {
     this.closing = true;
     clearInterval(this.scaler);
     clearInterval(this.heartbeat);
-    await this.worker.close();
+    await Promise.all([this.worker.close(), this.live.close()]);
     await this.scaling;
     await this.pool.close();
     await this.results.close();
@@ -266,6 +292,11 @@ export class FaceWorker {
     const redis = redactUrl(config.redisUrl);
     let probe: NodeJS.Timeout | undefined;
     const onError = (error: Error) => {
+      if (!isRedisDown(error)) {
+        // Not an outage (a lock that could not be renewed, say): say what it was.
+        this.logger.warn({ err: error.message }, 'worker error');
+        return;
+      }
       // Redis outages surface here while ioredis reconnects by itself: log the change, not each retry.
       if (probe) return;
       this.logger.warn({ err: error.message, redis }, 'redis unreachable; waiting for it');
@@ -276,9 +307,17 @@ export class FaceWorker {
       probe = setInterval(() => void this.probeRedis(redis, regained), 1_000);
     };
     this.worker.on('error', onError);
+    this.live.on('error', onError);
     this.results.on('error', onError);
-    this.worker.on('stalled', (jobId) =>
-      this.logger.warn({ jobId }, 'job stalled; it will run again'),
+    for (const worker of [this.worker, this.live])
+      worker.on('stalled', (jobId) =>
+        this.logger.warn({ jobId }, 'job stalled; it will run again'),
+      );
+    this.live.on('failed', (job, error) =>
+      this.logger.warn(
+        { jobId: job?.id, id: job?.data.id, reason: error.message },
+        'live job failed',
+      ),
     );
     this.worker.on('failed', (job, error) => {
       this.logger.warn(
@@ -311,6 +350,7 @@ async function processJob(
   job: BullJob<Job, JobReturn>,
   pool: EnginePool,
   results: ResultsQueue,
+  urgent: boolean,
 ): Promise<JobReturn> {
   const key = job.id ?? '';
   const parsed = JobSchema.safeParse(job.data);
@@ -329,7 +369,7 @@ async function processJob(
   }
 
   const started = performance.now();
-  const { result } = await pool.run(parsed.data, key);
+  const { result } = await pool.run(parsed.data, key, urgent);
   const ms = Math.round(performance.now() - started);
   const error = result.status.error;
   const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);

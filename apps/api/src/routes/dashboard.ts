@@ -13,6 +13,7 @@ export async function dashboardRoutes(app: FastifyInstance, fleet: FleetClient):
   createBullBoard({
     queues: [
       new BullMQAdapter(fleet.producer.jobs),
+      new BullMQAdapter(fleet.producer.liveJobs),
       new BullMQAdapter(fleet.results, { readOnlyMode: false }),
     ],
     serverAdapter,

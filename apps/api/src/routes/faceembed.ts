@@ -30,7 +30,7 @@ export function faceembedRoutes(
     try {
       const submitted = await fleet.producer.submitInteractive(job);
       const finished = JobReturnSchema.parse(
-        await submitted.waitUntilFinished(fleet.events, config.waitTimeoutMs),
+        await submitted.waitUntilFinished(fleet.liveEvents, config.waitTimeoutMs),
       );
       const lines = (finished.records ?? []).map(
         (r) => `${JSON.stringify({ id: r.id, bbox: r.bbox, embed: r.embed })}\n`,

@@ -45,7 +45,10 @@ export function jobRoutes(app: FastifyInstance, config: ApiConfig, fleet: FleetC
   });
 
   app.get<{ Params: { key: string } }>('/v1/jobs/:key', async (request, reply) => {
-    const job = await fleet.producer.jobs.getJob(request.params.key);
+    // Interactive (`/faceembed`) jobs live in their own queue; their keys say so.
+    const { key } = request.params;
+    const queue = key.startsWith('live_') ? fleet.producer.liveJobs : fleet.producer.jobs;
+    const job = await queue.getJob(key);
     if (!job) return sendError(reply, 'NOT_FOUND', `no job with key ${request.params.key}`);
 
     const state = await job.getState();

@@ -8,13 +8,13 @@ const STATES = ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'fai
 
 /**
  * Prometheus metrics. Queue sizes and workers are read from Redis at each scrape; completions,
- * failures, timings and faces come from the jobs queue's event stream, so every API process
+ * failures, timings and faces come from the job queues' event streams, so every API process
  * counts the whole fleet's jobs since it started.
  */
 export function metricsRoutes(app: FastifyInstance, fleet: FleetClient): Registry {
   const register = new Registry();
   collectDefaultMetrics({ register, prefix: 'facefleet_api_' });
-  const queues = [fleet.producer.jobs, fleet.results];
+  const queues = [fleet.producer.jobs, fleet.producer.liveJobs, fleet.results];
 
   new Gauge({
     name: 'facefleet_queue_jobs',
@@ -62,18 +62,20 @@ export function metricsRoutes(app: FastifyInstance, fleet: FleetClient): Registr
     registers: [register],
   });
 
-  fleet.events.on('completed', ({ returnvalue }) => {
-    const raw: unknown = returnvalue;
-    const value = typeof raw === 'string' ? safeJson(raw) : raw;
-    const parsed = JobReturnSchema.safeParse(value);
-    if (!parsed.success) return;
-    completed.inc({ status: parsed.data.status.status });
-    seconds.observe(parsed.data.ms / 1000);
-    faces.observe(parsed.data.status.faces);
-  });
-  fleet.events.on('failed', ({ failedReason }) =>
-    failed.inc({ code: parseFailedReason(failedReason).code }),
-  );
+  for (const events of [fleet.events, fleet.liveEvents]) {
+    events.on('completed', ({ returnvalue }) => {
+      const raw: unknown = returnvalue;
+      const value = typeof raw === 'string' ? safeJson(raw) : raw;
+      const parsed = JobReturnSchema.safeParse(value);
+      if (!parsed.success) return;
+      completed.inc({ status: parsed.data.status.status });
+      seconds.observe(parsed.data.ms / 1000);
+      faces.observe(parsed.data.status.faces);
+    });
+    events.on('failed', ({ failedReason }) =>
+      failed.inc({ code: parseFailedReason(failedReason).code }),
+    );
+  }
 
   app.get('/metrics', async (_request, reply) =>
     reply.type(register.contentType).send(await register.metrics()),
