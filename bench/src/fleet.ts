@@ -15,8 +15,10 @@ export interface FleetRow {
 
 /**
  * The whole fleet through Redis: `facefleet worker --concurrency N` and `facefleet sink`, fed by
- * the typed producer. A warm-up batch first (models loaded, kernels compiled), then `images`
- * copies of one frame, timed from the enqueue to the sink's last status line.
+ * the typed producer. A warm-up batch first (models loaded, kernels compiled, buffers grown: five
+ * images per process), then `images` copies of one frame, timed from the enqueue to the sink's
+ * last status line. The run must be long enough that the first job's wait and the last status
+ * line's are a small part of it.
  */
 export async function benchFleet(
   frame: string,
@@ -36,7 +38,7 @@ export async function benchFleet(
   const producer = await FaceProducer.connect({ prefix });
   const job = (file: string, i: number) => ({ id: `frame-${i}`, file });
   try {
-    const warm = copiesOf(frame, 2 * processes, 'warm');
+    const warm = copiesOf(frame, 5 * processes, 'warm');
     await producer.enqueue(warm.map(job));
     await until(() => lineCount(status) >= warm.length, 'the warm-up batch', 300_000);
 

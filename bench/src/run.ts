@@ -80,7 +80,7 @@ const engineMs = (backend: Backend) => {
 };
 
 if (only.has('fleet')) {
-  const images = Number(process.env.BENCH_FLEET_IMAGES ?? 40);
+  const images = Number(process.env.BENCH_FLEET_IMAGES ?? 160);
   report.fleet = [];
   for (const backend of BACKENDS) {
     log(`fleet through Redis on ${backend}, ${images} frames, 1 then 2 inference processes`);

@@ -13,7 +13,8 @@ import { toProblem } from './errors.js';
 import type { Logger } from './log.js';
 import { readNetworks } from './models.js';
 import { readSource } from './source.js';
-import { pipelineStages, tfjsNets, type Stages } from './stages.js';
+import { pipelineStages, type Networks, type Stages } from './stages.js';
+import { fusedTfjsNets } from './tfjs-nets.js';
 import { UrlPolicy } from './url-policy.js';
 
 /**
@@ -48,17 +49,16 @@ export interface AnalyzeOptions {
 export class FaceEngine {
   private readonly urlPolicy: UrlPolicy;
   private readonly stages: Stages;
+  /** The networks on tfjs, when ONNX does not run them: their folded weights are released on close. */
+  private readonly tfjsNets?: Networks & { dispose(): void };
 
   private constructor(
     readonly config: EngineConfig,
     private readonly runtime: Runtime,
   ) {
     this.urlPolicy = new UrlPolicy(config.urlAllow, config.urlConnectTimeoutMs);
-    this.stages = pipelineStages(
-      runtime.faceapi,
-      runtime.onnx ?? tfjsNets(runtime.faceapi),
-      config,
-    );
+    if (!runtime.onnx) this.tfjsNets = fusedTfjsNets(runtime.faceapi);
+    this.stages = pipelineStages(runtime.faceapi, runtime.onnx ?? this.tfjsNets!, config);
   }
 
   static async create(input: EngineConfigInput = {}, logger?: Logger): Promise<FaceEngine> {
@@ -96,6 +96,7 @@ export class FaceEngine {
 
   /** Releases the ONNX sessions, if any; the tfjs weights go with the process. */
   async close(): Promise<void> {
+    this.tfjsNets?.dispose();
     await this.runtime.onnx?.release();
   }
 

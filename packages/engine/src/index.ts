@@ -8,4 +8,5 @@ export * from './models.js';
 export * from './pool.js';
 export * from './source.js';
 export * from './url-policy.js';
+export { fusedTfjsNets } from './tfjs-nets.js';
 export * from './onnx/index.js';

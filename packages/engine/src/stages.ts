@@ -45,7 +45,7 @@ async function detectTiny(
  * The networks themselves, on prepared inputs (RGB float32 0..255, NHWC): SSD MobileNet v1 on one
  * 512x512 image giving [5118, 4] boxes and [5118] scores before suppression, the landmark net on
  * n 112x112 crops giving [n, 136], the recognition net on n 150x150 chips giving [n, 128].
- * OnnxNets is one; tfjsNets below is the other.
+ * OnnxNets is one; fusedTfjsNets (tfjs-nets.ts) is the other.
  */
 export interface Networks {
   detect(input: Float32Array): Promise<{ boxes: Float32Array; scores: Float32Array }>;
@@ -53,60 +53,12 @@ export interface Networks {
   describe(batch: Float32Array, n: number): Promise<Float32Array>;
 }
 
-/** face-api's own networks on the active tfjs backend, fed the same prepared inputs. */
-export function tfjsNets(faceapi: FaceApi): Networks {
-  const { tf, nets } = faceapi;
-  /** face-api's NetInput over n prepared images: its pad and resize are then no-ops. */
-  const netInput = async (batch: Float32Array, n: number, size: number) => {
-    const images = tf.tidy(() => tf.unstack(tf.tensor4d(batch, [n, size, size, 3])));
-    return { input: await faceapi.toNetInput(images), images };
-  };
-  const read = async (tensor: { data(): Promise<unknown>; dispose(): void }) => {
-    try {
-      return (await tensor.data()) as Float32Array;
-    } finally {
-      tensor.dispose();
-    }
-  };
-
-  return {
-    async detect(batch) {
-      const { input, images } = await netInput(batch, 1, ONNX_INPUT_SIZE.detector);
-      try {
-        const out = nets.ssdMobilenetv1.forwardInput(input);
-        const [boxes, scores] = [out.boxes[0]!, out.scores[0]!];
-        return { boxes: await read(boxes), scores: await read(scores) };
-      } finally {
-        images.forEach((t) => t.dispose());
-      }
-    },
-    async landmarks(batch, n) {
-      if (n === 0) return new Float32Array(0);
-      const { input, images } = await netInput(batch, n, ONNX_INPUT_SIZE.landmarks);
-      try {
-        return await read(nets.faceLandmark68Net.runNet(input));
-      } finally {
-        images.forEach((t) => t.dispose());
-      }
-    },
-    async describe(batch, n) {
-      if (n === 0) return new Float32Array(0);
-      const { input, images } = await netInput(batch, n, ONNX_INPUT_SIZE.recognition);
-      try {
-        return await read(nets.faceRecognitionNet.forwardInput(input));
-      } finally {
-        images.forEach((t) => t.dispose());
-      }
-    },
-  };
-}
-
 /**
  * The stages around either set of networks: inputs made from the 8-bit pixels with NetInput's
  * arithmetic (see prepare.ts), outputs decoded with face-api's arithmetic (in float32, as its
- * tensors do it). On tfjs this gives face-api's own results; on ONNX the same to the networks'
- * rounding noise. No full-size tensor is made, except for the Tiny Face Detector, which runs
- * through face-api's own code on tfjs whatever the networks.
+ * tensors do it). Both give face-api's own results to the networks' rounding noise. No
+ * full-size tensor is made, except for the Tiny Face Detector, which runs through face-api's own
+ * code on tfjs whatever the networks.
  */
 export function pipelineStages(faceapi: FaceApi, nets: Networks, config: EngineConfig): Stages {
   const f = Math.fround;
