@@ -38,10 +38,9 @@ const zero = (): Sums => ({ read: 0, decode: 0, infer: 0, detect: 0, landmarks: 
 
 /**
  * The engine in this process (onnx; wasm with SSD and with the tiny detector) against face-api's
- * documented Node pipeline
- * (its node-wasm demo: pixels into a tensor through a plain array, then `detectAllFaces()
- * .withFaceLandmarks().withFaceDescriptors()`): same backend, same images, image by image in
- * turn, medians of `repeats` passes after a warm-up pass.
+ * documented Node pipeline (its node-wasm demo: pixels into a tensor through a plain array, then
+ * `detectAllFaces().withFaceLandmarks().withFaceDescriptors()`): same backend, same images, each
+ * pipeline over the whole corpus in turn, medians of `repeats` passes after a warm-up pass.
  */
 export async function benchEngine(
   corpus: string,
@@ -107,27 +106,33 @@ export async function benchEngine(
     return result.length;
   };
 
+  // Pipeline by pipeline within a pass, each over all the images, in an order that turns from
+  // pass to pass: a pipeline runs with its own data in the caches (image by image alternation
+  // charged each one with the reference's garbage and cold caches), and a drift in the
+  // machine's load reaches every pipeline alike.
+  const run = async (p: Pipeline, file: string, sums: Sums) => {
+    if (p === 'face-api reference') return reference(file, sums);
+    const which =
+      p === 'facefleet onnx' ? onnxEngine : p === 'facefleet wasm' ? engine : tinyEngine;
+    return ours(which, file, sums);
+  };
   for (let pass = 0; pass <= repeats; pass += 1) {
-    const sums = new Map<Pipeline, Sums>(pipelines.map((p) => [p, zero()]));
-    const counts = new Map<Pipeline, number>(pipelines.map((p) => [p, 0]));
-    for (const [i, file] of files.entries()) {
-      const viaOnnx = await ours(onnxEngine, file, sums.get('facefleet onnx')!);
-      const ssd = await ours(engine, file, sums.get('facefleet wasm')!);
-      const tiny = await ours(tinyEngine, file, sums.get('facefleet wasm, tiny detector')!);
-      const ref = await reference(file, sums.get('face-api reference')!);
-      counts.set('facefleet onnx', counts.get('facefleet onnx')! + viaOnnx.length);
-      counts.set('facefleet wasm', counts.get('facefleet wasm')! + ssd.length);
-      counts.set(
-        'facefleet wasm, tiny detector',
-        counts.get('facefleet wasm, tiny detector')! + tiny.length,
-      );
-      counts.set('face-api reference', counts.get('face-api reference')! + ref);
-      found.set(`${i}`, { ssd, tiny });
-    }
-    if (pass === 0) continue; // warm-up
-    for (const p of pipelines) {
-      passes.get(p)!.push(sums.get(p)!);
-      faces.set(p, counts.get(p)!);
+    const order = pipelines.map((_, i) => pipelines[(i + pass) % pipelines.length]!);
+    for (const p of order) {
+      const sums = zero();
+      let count = 0;
+      for (const [i, file] of files.entries()) {
+        const result = await run(p, file, sums);
+        count += typeof result === 'number' ? result : result.length;
+        if (typeof result === 'number') continue;
+        const seen = found.get(`${i}`) ?? { ssd: [], tiny: [] };
+        if (p === 'facefleet wasm') seen.ssd = result;
+        if (p === 'facefleet wasm, tiny detector') seen.tiny = result;
+        found.set(`${i}`, seen);
+      }
+      if (pass === 0) continue; // warm-up
+      passes.get(p)!.push(sums);
+      faces.set(p, count);
     }
   }
 

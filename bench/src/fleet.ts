@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createLogger, EnginePool } from '@facefleet/engine';
 import { FaceProducer } from '@facefleet/fleet';
 import { copiesOf, facefleet, lineCount, obliterate, stop, until } from './processes.js';
-import { round } from './stats.js';
+import { median, round } from './stats.js';
 
 export interface FleetRow {
   readonly processes: number;
@@ -63,5 +64,63 @@ export async function benchFleet(
     await producer.close();
     await Promise.all([stop(worker), stop(sink)]);
     await obliterate(prefix);
+  }
+}
+
+export interface PoolRow extends FleetRow {
+  /** Median time of one image with nothing else in flight: the engine's own time per request. */
+  readonly msOneAtATime: number;
+}
+
+/**
+ * The same inference processes as a worker runs, fed straight from this process with no Redis,
+ * queue or sink: what the fleet's throughput is compared with. As in the worker, two jobs per
+ * process are in flight. Then `single` images one at a time, for the engine's own latency.
+ */
+export async function benchPool(
+  frame: string,
+  images: number,
+  processes: number,
+  backend: 'onnx' | 'wasm',
+  single = 20,
+): Promise<PoolRow> {
+  const pool = await EnginePool.start({
+    processes,
+    engine: { backend },
+    logger: createLogger('bench', 'warn'),
+    logLevel: 'warn',
+  });
+  const run = async (files: string[], inFlight: number) => {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: inFlight }, async () => {
+        while (next < files.length) {
+          const i = next++;
+          const { result } = await pool.run({ id: `frame-${i}`, file: files[i]! });
+          if (result.status.status !== 'ok') throw new Error(`bench: ${files[i]} was not ok`);
+        }
+      }),
+    );
+  };
+  try {
+    await run(copiesOf(frame, 5 * processes, 'warm'), 2 * processes);
+    const started = performance.now();
+    await run(copiesOf(frame, images, 'frame'), 2 * processes);
+    const seconds = (performance.now() - started) / 1000;
+    const times: number[] = [];
+    for (const file of copiesOf(frame, single, 'single')) {
+      const t = performance.now();
+      await run([file], 1);
+      times.push(performance.now() - t);
+    }
+    return {
+      processes,
+      images,
+      seconds: round(seconds, 1),
+      imagesPerSecond: round(images / seconds),
+      msOneAtATime: round(median(times), 1),
+    };
+  } finally {
+    await pool.close();
   }
 }

@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { benchEngine, type EngineRow, type TinyMisses } from './engine.js';
 import { benchEnqueue } from './enqueue.js';
 import { benchFaceembed, type LatencyRow } from './faceembed.js';
-import { benchFleet, type FleetRow } from './fleet.js';
+import { benchFleet, benchPool, type FleetRow, type PoolRow } from './fleet.js';
 import { benchMemory, type MemoryRow } from './memory.js';
 import { ROOT } from './processes.js';
 import { round } from './stats.js';
@@ -50,10 +50,12 @@ const report: {
   fleet?: Array<{
     backend: Backend;
     rows: FleetRow[];
+    /** The same inference processes fed directly, without Redis, queue or sink. */
+    direct: PoolRow[];
     scaling: number;
-    overheadPercent: number | undefined;
+    overheadPercent: number;
   }>;
-  faceembed?: { rows: LatencyRow[]; engineMs: number | undefined; overheadMs: number | undefined };
+  faceembed?: { rows: LatencyRow[]; engineMs: number; overheadMs: number | undefined };
   enqueue?: { jobs: number; jobsPerSecond: number };
   memory?: MemoryRow[];
 } = {
@@ -71,13 +73,6 @@ if (only.has('engine')) {
   report.engine = [...a.rows, ...b.rows];
   report.tinyDetector = [a.tiny, b.tiny];
 }
-/** The engine's own time for one 720p frame, in this run (read + decode + inference). */
-const frameRow = (pipeline: string) =>
-  report.engine?.find((r) => r.corpus.startsWith('1280') && r.pipeline === pipeline);
-const engineMs = (backend: Backend) => {
-  const row = frameRow(`facefleet ${backend}`);
-  return row && 1000 / row.imagesPerSecond;
-};
 
 if (only.has('fleet')) {
   const images = Number(process.env.BENCH_FLEET_IMAGES ?? 160);
@@ -86,13 +81,19 @@ if (only.has('fleet')) {
     log(`fleet through Redis on ${backend}, ${images} frames, 1 then 2 inference processes`);
     const one = await benchFleet(frame, images, 1, backend);
     const two = await benchFleet(frame, images, 2, backend);
-    const inProcess = frameRow(`facefleet ${backend}`);
+    log(`the same inference processes on ${backend}, fed directly`);
+    const direct = [
+      await benchPool(frame, images, 1, backend),
+      await benchPool(frame, images, 2, backend),
+    ];
     report.fleet.push({
       backend,
       rows: [one, two],
+      direct,
       scaling: round(two.imagesPerSecond / one.imagesPerSecond),
-      overheadPercent:
-        inProcess && round((1 - one.imagesPerSecond / inProcess.imagesPerSecond) * 100, 1),
+      // What Redis, BullMQ and the sink cost per image: the fleet with one process against that
+      // process fed directly.
+      overheadPercent: round((1 - one.imagesPerSecond / direct[0]!.imagesPerSecond) * 100, 1),
     });
   }
 }
@@ -104,11 +105,14 @@ if (only.has('faceembed')) {
     { clients: 8, requestsPerClient: 5 },
   ]);
   const single = rows.find((r) => r.clients === 1);
-  const own = engineMs('onnx');
+  // The engine's own time for one request: an inference process fed one frame at a time.
+  const own =
+    report.fleet?.find((f) => f.backend === 'onnx')?.direct[0]?.msOneAtATime ??
+    (await benchPool(frame, 0, 1, 'onnx')).msOneAtATime;
   report.faceembed = {
     rows,
-    engineMs: own && round(own, 1),
-    overheadMs: single && own ? round(single.p50 - own, 1) : undefined,
+    engineMs: own,
+    overheadMs: single ? round(single.p50 - own, 1) : undefined,
   };
 }
 
@@ -165,15 +169,18 @@ if (report.engine) {
   out.push('');
 }
 if (report.fleet) {
-  out.push('| fleet | images | seconds | images/s |', '| --- | --- | --- | --- |');
+  out.push(
+    '| backend | inference processes | images | fleet: seconds | fleet: images/s | fed directly: images/s |',
+    '| --- | --- | --- | --- | --- | --- |',
+  );
   for (const f of report.fleet)
-    for (const r of f.rows)
+    for (const [i, r] of f.rows.entries())
       out.push(
-        `| ${f.backend}, ${r.processes} inference process(es) | ${r.images} | ${r.seconds} | ${r.imagesPerSecond} |`,
+        `| ${f.backend} | ${r.processes} | ${r.images} | ${r.seconds} | ${r.imagesPerSecond} | ${f.direct[i]?.imagesPerSecond ?? ''} |`,
       );
   for (const f of report.fleet)
     out.push(
-      `${f.backend}: scaling 1 → 2 processes ${f.scaling}×; queue + sink overhead over the engine in one process ${f.overheadPercent ?? 'n/a'} %`,
+      `${f.backend}: scaling 1 → 2 processes ${f.scaling}×; queue + sink overhead (fleet with 1 process against it fed directly) ${f.overheadPercent} %`,
     );
   out.push('');
 }
@@ -182,7 +189,7 @@ if (report.faceembed) {
   for (const r of report.faceembed.rows)
     out.push(`| ${r.clients} client(s) | ${r.requests} | ${r.p50} | ${r.p95} |`);
   out.push(
-    `onnx backend; the engine's own time per frame: ${report.faceembed.engineMs ?? 'n/a'} ms; p50 overhead with 1 client: ${report.faceembed.overheadMs ?? 'n/a'} ms`,
+    `onnx backend; the engine's own time per frame (one process, one frame at a time): ${report.faceembed.engineMs} ms; p50 overhead with 1 client: ${report.faceembed.overheadMs ?? 'n/a'} ms`,
     '',
   );
 }
