@@ -75,10 +75,12 @@ if (only.has('engine')) {
 }
 
 if (only.has('fleet')) {
-  const images = Number(process.env.BENCH_FLEET_IMAGES ?? 160);
+  const images = Number(process.env.BENCH_FLEET_IMAGES ?? 100);
   report.fleet = [];
   for (const backend of BACKENDS) {
-    log(`fleet through Redis on ${backend}, ${images} frames, 1 then 2 inference processes`);
+    log(
+      `fleet through Redis on ${backend}, 3 rounds of ${images} frames, 1 then 2 inference processes`,
+    );
     const one = await benchFleet(frame, images, 1, backend);
     const two = await benchFleet(frame, images, 2, backend);
     log(`the same inference processes on ${backend}, fed directly`);
@@ -108,7 +110,7 @@ if (only.has('faceembed')) {
   // The engine's own time for one request: an inference process fed one frame at a time.
   const own =
     report.fleet?.find((f) => f.backend === 'onnx')?.direct[0]?.msOneAtATime ??
-    (await benchPool(frame, 0, 1, 'onnx')).msOneAtATime;
+    (await benchPool(frame, 0, 1, 'onnx', 0)).msOneAtATime;
   report.faceembed = {
     rows,
     engineMs: own,
@@ -170,7 +172,7 @@ if (report.engine) {
 }
 if (report.fleet) {
   out.push(
-    '| backend | inference processes | images | fleet: seconds | fleet: images/s | fed directly: images/s |',
+    '| backend | inference processes | images a round | fleet: seconds (median of rounds) | fleet: images/s | fed directly: images/s |',
     '| --- | --- | --- | --- | --- | --- |',
   );
   for (const f of report.fleet)
