@@ -13,8 +13,10 @@ const logger = createLogger(
   (process.env.FACEFLEET_LOG_LEVEL as 'info' | undefined) ?? 'info',
 );
 
-// One libvips thread per process: the pool already runs one process per core.
+// One libvips thread per process: the pool already runs one process per core. No libvips
+// operation cache: every job is a new image, so it would only hold memory (up to 50 MB).
 sharp.concurrency(1);
+sharp.cache(false);
 
 function send(message: FromChild): void {
   // The parent may be gone (killed): then nobody waits for this message and 'disconnect' ends us.
