@@ -10,10 +10,10 @@ import type { Networks } from './stages.js';
  * per-channel steps that face-api runs as separate operations over whole feature maps (the
  * depthwise batch norms of MobileNet, the scale layers of the ResNet) are folded into the
  * convolution's weights and bias once at start-up, in double precision and rounded once to
- * float32, as the ONNX export folds them. Measured on wasm, one thread: the detector from 310 to
- * about 250 ms on a 512 x 512 input (bench/, `npm run bench`). The landmark net is face-api's own
- * (about 3 % of the time). Results equal face-api's forward passes to float32 rounding
- * (test/tfjs-nets.test.ts).
+ * float32, as the ONNX export folds them. Measured on wasm, one thread, on a 512 x 512 input:
+ * the detector from 271 to 220 ms alone, from 290 to 233 ms within `npm run bench`; a descriptor
+ * from 25 to 20 ms. The landmark net is face-api's own (about 3 % of the time). Results equal
+ * face-api's forward passes to float32 rounding (test/onnx-nets.test.ts holds both ports to it).
  */
 
 /** face-api's `tf` is the whole tfjs module at run time; its type declares only a part. */
