@@ -57,8 +57,8 @@ export class FaceEngine {
     private readonly runtime: Runtime,
   ) {
     this.urlPolicy = new UrlPolicy(config.urlAllow, config.urlConnectTimeoutMs);
-    if (!runtime.onnx) this.tfjsNets = fusedTfjsNets(runtime.faceapi);
-    this.stages = pipelineStages(runtime.faceapi, runtime.onnx ?? this.tfjsNets!, config);
+    const nets = runtime.onnx ?? (this.tfjsNets = fusedTfjsNets(runtime.faceapi));
+    this.stages = pipelineStages(runtime.faceapi, nets, config);
   }
 
   static async create(input: EngineConfigInput = {}, logger?: Logger): Promise<FaceEngine> {
@@ -94,7 +94,7 @@ export class FaceEngine {
     return this.runtime.backend;
   }
 
-  /** Releases the ONNX sessions, if any; the tfjs weights go with the process. */
+  /** Releases the ONNX sessions or the fused tfjs networks' folded weights. */
   async close(): Promise<void> {
     this.tfjsNets?.dispose();
     await this.runtime.onnx?.release();

@@ -1,5 +1,6 @@
 import type * as TfApi from '@tensorflow/tfjs';
 import type { FaceApi } from './backend.js';
+import { batchNormAffine, foldedBias, type Affine } from './fold.js';
 import { ONNX_INPUT_SIZE } from './onnx/runtime.js';
 import type { Networks } from './stages.js';
 
@@ -31,8 +32,6 @@ interface FusedConv {
   readonly bias: Tensor1D;
 }
 
-const BN_EPSILON = 0.0010000000474974513;
-
 function param(tree: ParamTree, path: string): Param {
   let node: ParamTree | undefined = tree;
   for (const key of path.split('/')) node = node?.[key];
@@ -41,14 +40,14 @@ function param(tree: ParamTree, path: string): Param {
 }
 
 /**
- * A conv filter [kh, kw, in, out] (or a depthwise one [kh, kw, c, 1]) with each output channel
- * (or channel) multiplied by `scale`, and the bias `bias * scale + shift`, in double precision.
+ * A conv filter [kh, kw, in, out] (or a depthwise one [kh, kw, c, 1]) and its bias, with the
+ * affine step after it folded in (fold.ts).
  */
 function fold(
   tf: Tf,
   filter: Param,
   bias: ArrayLike<number> | undefined,
-  affine?: { scale: Float64Array; shift: Float64Array },
+  affine?: Affine,
   depthwise = false,
 ): FusedConv {
   // The channel an entry scales is the last axis of a conv filter, the third of a depthwise one
@@ -59,30 +58,16 @@ function fold(
   for (let i = 0; i < values.length; i += 1) {
     folded[i] = affine ? values[i]! * affine.scale[i % channels]! : values[i]!;
   }
-  const b = new Float32Array(channels);
-  for (let c = 0; c < channels; c += 1) {
-    const raw = bias?.[c] ?? 0;
-    b[c] = affine ? raw * affine.scale[c]! + affine.shift[c]! : raw;
-  }
   return {
     filter: tf.tensor4d(folded, filter.shape as [number, number, number, number]),
-    bias: tf.tensor1d(b),
+    bias: tf.tensor1d(foldedBias(bias, channels, affine)),
   };
 }
 
-/** tf.batchNorm's (x - mean) * gamma / sqrt(variance + eps) + beta as scale and shift. */
-function batchNormAffine(tree: ParamTree, prefix: string) {
-  const gamma = param(tree, `${prefix}/batch_norm_scale`).dataSync();
-  const beta = param(tree, `${prefix}/batch_norm_offset`).dataSync();
-  const mean = param(tree, `${prefix}/batch_norm_mean`).dataSync();
-  const variance = param(tree, `${prefix}/batch_norm_variance`).dataSync();
-  const scale = new Float64Array(gamma.length);
-  const shift = new Float64Array(gamma.length);
-  for (let i = 0; i < gamma.length; i += 1) {
-    scale[i] = gamma[i]! / Math.sqrt(variance[i]! + BN_EPSILON);
-    shift[i] = beta[i]! - mean[i]! * scale[i]!;
-  }
-  return { scale, shift };
+/** A depthwise layer's batch norm in face-api's params, as scale and shift. */
+function batchNormOf(tree: ParamTree, prefix: string): Affine {
+  const values = (name: string) => param(tree, `${prefix}/batch_norm_${name}`).dataSync();
+  return batchNormAffine(values('scale'), values('offset'), values('mean'), values('variance'));
 }
 
 /** The SSD MobileNet v1 forward pass before non-maximum suppression, fused. */
@@ -101,7 +86,7 @@ function ssdMobilenetv1(tf: Tf, params: ParamTree) {
         tf,
         param(mobilenet, `${dw}/filters`),
         undefined,
-        batchNormAffine(mobilenet, dw),
+        batchNormOf(mobilenet, dw),
         true,
       ),
       pointwise: pointwise(mobilenet, `conv_${i}/pointwise_conv`),
@@ -205,15 +190,8 @@ function faceRecognition(tf: Tf, params: ParamTree) {
   const layer = (name: string): FusedConv => {
     const scale = Float64Array.from(param(params, `${name}/scale/weights`).dataSync());
     const shift = Float64Array.from(param(params, `${name}/scale/biases`).dataSync());
-    return fold(
-      tf,
-      param(params, `${name}/conv/filters`),
-      param(params, `${name}/conv/bias`).dataSync(),
-      {
-        scale,
-        shift,
-      },
-    );
+    const bias = param(params, `${name}/conv/bias`).dataSync();
+    return fold(tf, param(params, `${name}/conv/filters`), bias, { scale, shift });
   };
   const down = layer('conv32_down');
   const blocks = [

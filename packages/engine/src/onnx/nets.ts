@@ -1,3 +1,4 @@
+import { batchNormAffine, foldedBias, type Affine } from '../fold.js';
 import { GraphBuilder, type Dim } from './graph.js';
 import type { Weight } from './weights.js';
 
@@ -133,14 +134,10 @@ class NetBuilder {
     bias: Weight | undefined,
     stride: number,
     padding: Padding,
-    affine?: { scale: Float64Array; shift: Float64Array },
+    affine?: Affine,
   ): Feature {
     const [kh, kw, , cout] = filter.shape as [number, number, number, number];
-    const b = new Float32Array(cout);
-    for (let o = 0; o < cout; o += 1) {
-      const raw = bias?.values[o] ?? 0;
-      b[o] = affine ? raw * (affine.scale[o] ?? 1) + (affine.shift[o] ?? 0) : raw;
-    }
+    const b = foldedBias(bias?.values, cout, affine);
     const hasBias = bias !== undefined || affine !== undefined;
     return this.conv(
       x,
@@ -153,12 +150,7 @@ class NetBuilder {
     );
   }
 
-  depthwise(
-    x: Feature,
-    filter: Weight,
-    stride: number,
-    affine?: { scale: Float64Array; shift: Float64Array },
-  ): Feature {
+  depthwise(x: Feature, filter: Weight, stride: number, affine?: Affine): Feature {
     const [kh, kw] = filter.shape as [number, number];
     const bias = affine ? Float32Array.from(affine.shift) : undefined;
     return this.conv(
@@ -220,8 +212,6 @@ class NetBuilder {
 
 /* ------------------------------------------------------------------ SSD MobileNet v1 */
 
-const BN_EPSILON = 0.0010000000474974513;
-
 /** SSD MobileNet v1: `input` [1,512,512,3] 0..255 → `boxes` [1,5118,4], `scores` [1,5118]. */
 export function buildSsdMobilenetv1(weights: ReadonlyMap<string, Weight>): Uint8Array {
   const n = new NetBuilder('ssd_mobilenetv1', weights);
@@ -240,22 +230,13 @@ export function buildSsdMobilenetv1(weights: ReadonlyMap<string, Weight>): Uint8
   };
 
   const depthwise = (input: Feature, prefix: string, stride: number): Feature => {
-    const gamma = w.get(`${prefix}/BatchNorm/gamma`, 1).values;
-    const beta = w.get(`${prefix}/BatchNorm/beta`, 1).values;
-    const mean = w.get(`${prefix}/BatchNorm/moving_mean`, 1).values;
-    const variance = w.get(`${prefix}/BatchNorm/moving_variance`, 1).values;
-    const scale = new Float64Array(gamma.length);
-    const shift = new Float64Array(gamma.length);
-    for (let i = 0; i < gamma.length; i += 1) {
-      // tf.batchNorm: (x - mean) * gamma / sqrt(variance + eps) + beta
-      const k = (gamma[i] ?? 0) / Math.sqrt((variance[i] ?? 0) + BN_EPSILON);
-      scale[i] = k;
-      shift[i] = (beta[i] ?? 0) - (mean[i] ?? 0) * k;
-    }
-    const out = n.depthwise(input, w.get(`${prefix}/depthwise_weights`, 4), stride, {
-      scale,
-      shift,
-    });
+    const affine = batchNormAffine(
+      w.get(`${prefix}/BatchNorm/gamma`, 1).values,
+      w.get(`${prefix}/BatchNorm/beta`, 1).values,
+      w.get(`${prefix}/BatchNorm/moving_mean`, 1).values,
+      w.get(`${prefix}/BatchNorm/moving_variance`, 1).values,
+    );
+    const out = n.depthwise(input, w.get(`${prefix}/depthwise_weights`, 4), stride, affine);
     return n.clip(out, 0, 6);
   };
 
