@@ -10,8 +10,12 @@ import {
   fusedTfjsNets,
   installModels,
   loadRuntime,
+  MAX_BATCH,
   ModelError,
+  type Networks,
   OnnxNets,
+  parseEngineConfig,
+  pipelineStages,
   readManifest,
   readNetworks,
   type Runtime,
@@ -75,7 +79,11 @@ beforeAll(async () => {
     faceapi.nets[name].loadFromWeightMap(weights);
   }
   onnx = await OnnxNets.create({ modelsDir: MODELS, intraOpNumThreads: 1 });
-  fused = fusedTfjsNets(faceapi);
+  fused = fusedTfjsNets(faceapi, {
+    ssdMobilenetv1: faceapi.nets.ssdMobilenetv1,
+    faceLandmark68Net: faceapi.nets.faceLandmark68Net,
+    faceRecognitionNet: faceapi.nets.faceRecognitionNet,
+  });
 });
 
 afterAll(async () => {
@@ -192,6 +200,59 @@ describe.each(CASES)('the %s port on %s agrees with face-api (tfjs wasm)', (name
     }
   });
 });
+
+describe.each(['onnx', 'fused tfjs'] as const)(
+  'the pipeline on the %s port with more faces than one batch holds',
+  (name) => {
+    it(`runs the 10 or more faces of dlib's bald_guys.jpg in batches of at most MAX_BATCH, each face as it comes out alone`, async () => {
+      const image = await decodeImage(
+        await readFile(data('davisking_dlib/examples/faces/bald_guys.jpg')),
+        100_000_000,
+      );
+      const runs: Record<'landmarks' | 'describe', number[]> = { landmarks: [], describe: [] };
+      const inner = port(name);
+      const counting: Networks = {
+        detect: (input) => inner.detect(input),
+        landmarks: (batch, n) => (runs.landmarks.push(n), inner.landmarks(batch, n)),
+        describe: (batch, n) => (runs.describe.push(n), inner.describe(batch, n)),
+      };
+      const stages = pipelineStages(runtime.faceapi, counting, parseEngineConfig({})).open(image);
+      const detections = await stages.detect(0.5);
+      expect(detections.length).toBeGreaterThanOrEqual(10);
+      expect(detections.length).toBeGreaterThan(MAX_BATCH);
+
+      const landmarks = await stages.landmarks(detections);
+      // The engine's chips: face-api's dlib-style alignment, in image pixels.
+      const regions = landmarks.map((marks, i) =>
+        marks
+          .shiftBy(detections[i]!.box.x, detections[i]!.box.y)
+          .align(null, { useDlibAlignment: true })
+          .clipAtImageBorders(image.width, image.height),
+      );
+      const descriptors = await stages.describe(regions);
+      // All faces in ceil(n / MAX_BATCH) runs of each net, none larger than MAX_BATCH.
+      const runsOf = Math.ceil(detections.length / MAX_BATCH);
+      for (const sizes of [runs.landmarks, runs.describe]) {
+        expect(sizes).toHaveLength(runsOf);
+        expect(Math.max(...sizes)).toBe(MAX_BATCH);
+        expect(sizes.reduce((a, b) => a + b, 0)).toBe(detections.length);
+      }
+
+      // Each face run alone gives what it got in its batch: same points, same descriptor.
+      for (const [i, detection] of detections.entries()) {
+        const [alone] = await stages.landmarks([detection]);
+        const points = alone!.positions.flatMap((p) => [p.x, p.y]);
+        const batched = landmarks[i]!.positions.flatMap((p) => [p.x, p.y]);
+        expect(maxAbsDiff(Float32Array.from(points), Float32Array.from(batched))).toBeLessThan(
+          1e-4,
+        );
+        const [descriptor] = await stages.describe([regions[i]!]);
+        expect(distance(descriptor!, descriptors[i]!)).toBeLessThan(1e-4);
+      }
+      stages.close();
+    });
+  },
+);
 
 describe('OnnxNets', () => {
   it('refuses input of the wrong size before ORT sees it, and answers an empty batch', async () => {

@@ -1,4 +1,6 @@
 import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 import { decodeImage, FaceEngine, type DetectedFace } from '@facefleet/engine';
 import { median, round } from './stats.js';
@@ -54,6 +56,15 @@ export async function benchEngine(
     engine as unknown as { runtime: { faceapi: typeof import('@vladmandic/face-api') } }
   ).runtime.faceapi;
   const tf = faceapi.tf;
+  // The reference loads face-api's shared networks from its package as its Node demo does; the
+  // engines hold instances of their own.
+  const weights = join(
+    dirname(createRequire(import.meta.url).resolve('@vladmandic/face-api/package.json')),
+    'model',
+  );
+  await faceapi.nets.ssdMobilenetv1.loadFromDisk(weights);
+  await faceapi.nets.faceLandmark68Net.loadFromDisk(weights);
+  await faceapi.nets.faceRecognitionNet.loadFromDisk(weights);
 
   const pipelines: Pipeline[] = [
     'facefleet onnx',

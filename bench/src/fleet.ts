@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { createLogger, EnginePool } from '@facefleet/engine';
 import { FaceProducer } from '@facefleet/fleet';
-import { copiesOf, facefleet, lineCount, obliterate, stop, until } from './processes.js';
+import { copiesOf, facefleet, lineCounter, obliterate, stop, until } from './processes.js';
 import { median, round } from './stats.js';
 
 export interface FleetRow {
@@ -17,43 +17,33 @@ export interface FleetRow {
   readonly imagesPerSecond: number;
 }
 
-/** Timed rounds of `images` each, summed up by the median round. */
-async function rounds(
-  processes: number,
-  images: number,
-  count: number,
-  round1: (i: number) => Promise<number>,
-): Promise<FleetRow> {
-  const seconds: number[] = [];
-  for (let i = 0; i < count; i += 1) seconds.push(await round1(i));
-  const mid = median(seconds);
-  return {
-    processes,
-    images,
-    rounds: count,
-    seconds: round(mid, 1),
-    imagesPerSecond: round(images / mid),
-  };
+export interface PoolRow extends FleetRow {
+  /** Median time of one image with nothing else in flight: the engine's own time per request. */
+  readonly msOneAtATime: number;
+}
+
+/** One way of running the rounds: warmed up on start, timed per round, stopped on close. */
+interface Side {
+  /** Seconds for round `i` of `images` copies of the frame. */
+  round(i: number): Promise<number>;
+  close(): Promise<void>;
 }
 
 /**
  * The whole fleet through Redis: `facefleet worker --concurrency N` and `facefleet sink`, fed by
  * the typed producer. A warm-up batch first (models loaded, kernels compiled, buffers grown: five
- * images per process), then `count` rounds of `images` copies of one frame, each timed from the
- * enqueue to the sink's last status line; the median round counts. A round must be long enough
- * that the first job's wait and the last status line's are a small part of it.
+ * images per process); a round is timed from its enqueue to the sink's last status line.
  */
-export async function benchFleet(
+async function fleetSide(
   frame: string,
   images: number,
   processes: number,
   backend: 'onnx' | 'wasm',
-  count = 3,
-): Promise<FleetRow> {
+): Promise<Side> {
   const prefix = `bench-${randomBytes(4).toString('hex')}`;
   const env = { FACEFLEET_PREFIX: prefix };
   const out = mkdtempSync(join(tmpdir(), 'facefleet-bench-out-'));
-  const status = join(out, '_status.jsonl');
+  const lines = lineCounter(join(out, '_status.jsonl'));
   const worker = facefleet(
     ['worker', '--concurrency', String(processes), '--backend', backend],
     env,
@@ -61,51 +51,49 @@ export async function benchFleet(
   const sink = facefleet(['sink', '--out', out], env);
   const producer = await FaceProducer.connect({ prefix });
   const job = (file: string) => ({ id: basename(file, '.jpg'), file });
-  try {
-    const warm = copiesOf(frame, 5 * processes, 'warm');
-    await producer.enqueue(warm.map(job));
-    await until(() => lineCount(status) >= warm.length, 'the warm-up batch', 300_000);
-
-    return await rounds(processes, images, count, async (i) => {
-      const files = copiesOf(frame, images, `frame-${i}`);
-      const started = performance.now();
-      await producer.enqueue(files.map(job));
-      await until(
-        () => lineCount(status) >= warm.length + (i + 1) * images,
-        `${images} images through the fleet`,
-        600_000,
-      );
-      return (performance.now() - started) / 1000;
-    });
-  } catch (error) {
-    process.stderr.write(`worker log:\n${worker.log()}\nsink log:\n${sink.log()}\n`);
-    throw error;
-  } finally {
+  let done = 0;
+  const close = async () => {
     await producer.close();
     await Promise.all([stop(worker), stop(sink)]);
     await obliterate(prefix);
+  };
+  const through = async (files: string[], what: string, timeoutMs: number) => {
+    try {
+      await producer.enqueue(files.map(job));
+      await until(() => lines() >= done + files.length, what, timeoutMs);
+      done += files.length;
+    } catch (error) {
+      process.stderr.write(`worker log:\n${worker.log()}\nsink log:\n${sink.log()}\n`);
+      throw error;
+    }
+  };
+  try {
+    await through(copiesOf(frame, 5 * processes, 'warm'), 'the warm-up batch', 300_000);
+  } catch (error) {
+    await close();
+    throw error;
   }
-}
-
-export interface PoolRow extends FleetRow {
-  /** Median time of one image with nothing else in flight: the engine's own time per request. */
-  readonly msOneAtATime: number;
+  return {
+    async round(i) {
+      const files = copiesOf(frame, images, `frame-${i}`);
+      const started = performance.now();
+      await through(files, `${images} images through the fleet`, 600_000);
+      return (performance.now() - started) / 1000;
+    },
+    close,
+  };
 }
 
 /**
  * The same inference processes as a worker runs, fed straight from this process with no Redis,
- * queue or sink: what the fleet's throughput is compared with, in as many rounds. As in the
- * worker, two jobs per process are in flight. Then `single` images one at a time, for the
- * engine's own latency.
+ * queue or sink. As in the worker, two jobs per process are in flight.
  */
-export async function benchPool(
+async function poolSide(
   frame: string,
   images: number,
   processes: number,
   backend: 'onnx' | 'wasm',
-  count = 3,
-  single = 20,
-): Promise<PoolRow> {
+): Promise<Side & { oneAtATime(count: number): Promise<number> }> {
   const pool = await EnginePool.start({
     processes,
     engine: { backend },
@@ -126,20 +114,92 @@ export async function benchPool(
   };
   try {
     await run(copiesOf(frame, 5 * processes, 'warm'), 2 * processes);
-    const row = await rounds(processes, images, count, async (i) => {
+  } catch (error) {
+    await pool.close();
+    throw error;
+  }
+  return {
+    async round(i) {
       const files = copiesOf(frame, images, `frame-${i}`);
       const started = performance.now();
       await run(files, 2 * processes);
       return (performance.now() - started) / 1000;
-    });
-    const times: number[] = [];
-    for (const file of copiesOf(frame, single, 'single')) {
-      const t = performance.now();
-      await run([file], 1);
-      times.push(performance.now() - t);
+    },
+    /** Median milliseconds of `count` images sent one at a time. */
+    async oneAtATime(count) {
+      const times: number[] = [];
+      for (const file of copiesOf(frame, count, 'single')) {
+        const t = performance.now();
+        await run([file], 1);
+        times.push(performance.now() - t);
+      }
+      return median(times);
+    },
+    close: () => pool.close(),
+  };
+}
+
+const rowOf = (processes: number, images: number, seconds: number[]): FleetRow => {
+  const mid = median(seconds);
+  return {
+    processes,
+    images,
+    rounds: seconds.length,
+    seconds: round(mid, 1),
+    imagesPerSecond: round(images / mid),
+  };
+};
+
+/**
+ * The fleet through Redis against the same number of inference processes fed directly, in
+ * alternating rounds: both are started and warmed up, then round i runs the fleet and then the
+ * direct feed, round i + 1 the other way round, so that a drift in the machine's load reaches both
+ * alike. The overhead of Redis, BullMQ and the sink is the median over rounds of the fleet's time
+ * against the direct feed's in the same round. A round must be long enough that the first job's
+ * wait and the last status line's are a small part of it.
+ */
+export async function benchFleet(
+  frame: string,
+  images: number,
+  processes: number,
+  backend: 'onnx' | 'wasm',
+  count = 5,
+): Promise<{ fleet: FleetRow; direct: PoolRow; overheadPercent: number }> {
+  const direct = await poolSide(frame, images, processes, backend);
+  let fleet: Side | undefined;
+  try {
+    fleet = await fleetSide(frame, images, processes, backend);
+    const seconds = { fleet: [] as number[], direct: [] as number[] };
+    for (let i = 0; i < count; i += 1) {
+      if (i % 2 === 0) {
+        seconds.fleet.push(await fleet.round(i));
+        seconds.direct.push(await direct.round(i));
+      } else {
+        seconds.direct.push(await direct.round(i));
+        seconds.fleet.push(await fleet.round(i));
+      }
     }
-    return { ...row, msOneAtATime: round(median(times), 1) };
+    const ratios = seconds.fleet.map((s, i) => s / seconds.direct[i]! - 1);
+    return {
+      fleet: rowOf(processes, images, seconds.fleet),
+      direct: {
+        ...rowOf(processes, images, seconds.direct),
+        msOneAtATime: round(await direct.oneAtATime(20), 1),
+      },
+      overheadPercent: round(median(ratios) * 100, 1),
+    };
   } finally {
-    await pool.close();
+    await fleet?.close();
+    await direct.close();
+  }
+}
+
+/** The engine's own time per request: one inference process fed one frame at a time. */
+export async function engineMsOneAtATime(frame: string, count = 20): Promise<number> {
+  const direct = await poolSide(frame, 0, 1, 'onnx');
+  try {
+    return round(await direct.oneAtATime(count), 1);
+  } finally {
+    await direct.close();
   }
 }

@@ -1,5 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, symlinkSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  symlinkSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Queue } from 'bullmq';
@@ -42,12 +50,37 @@ export function copiesOf(image: string, count: number, stem: string): string[] {
   });
 }
 
-export function lineCount(path: string): number {
-  try {
-    return readFileSync(path, 'utf8').split('\n').filter(Boolean).length;
-  } catch {
-    return 0;
-  }
+/**
+ * Counts the lines of a file that only grows, reading only what was added since the last call:
+ * the bench polls the sink's status file every 20 ms and must not cost the machine it measures.
+ */
+export function lineCounter(path: string): () => number {
+  let offset = 0;
+  let lines = 0;
+  return () => {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch {
+      return 0;
+    }
+    try {
+      const size = fstatSync(fd).size;
+      if (size > offset) {
+        const chunk = Buffer.alloc(size - offset);
+        readSync(fd, chunk, 0, chunk.length, offset);
+        // Only whole lines count; a partly written last line is read again next time.
+        const end = chunk.lastIndexOf(10);
+        if (end >= 0) {
+          for (let i = 0; i <= end; i += 1) if (chunk[i] === 10) lines += 1;
+          offset += end + 1;
+        }
+      }
+      return lines;
+    } finally {
+      closeSync(fd);
+    }
+  };
 }
 
 export async function until(check: () => boolean, what: string, timeoutMs: number): Promise<void> {

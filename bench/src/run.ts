@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { benchEngine, type EngineRow, type TinyMisses } from './engine.js';
 import { benchEnqueue } from './enqueue.js';
 import { benchFaceembed, type LatencyRow } from './faceembed.js';
-import { benchFleet, benchPool, type FleetRow, type PoolRow } from './fleet.js';
+import { benchFleet, engineMsOneAtATime, type FleetRow, type PoolRow } from './fleet.js';
 import { benchMemory, type MemoryRow } from './memory.js';
 import { ROOT } from './processes.js';
 import { round } from './stats.js';
@@ -15,7 +15,7 @@ import { round } from './stats.js';
  * bench/results/latest.json and Markdown tables on stdout. No network: images from
  * ../shared/testdata and the photos that @vladmandic/face-api ships; Redis on REDIS_URL for the
  * fleet parts. BENCH_ONLY=engine,fleet,faceembed,enqueue,memory picks parts; BENCH_REPEATS,
- * BENCH_FLEET_IMAGES and BENCH_MEMORY_IMAGES size them.
+ * BENCH_FLEET_IMAGES, BENCH_FLEET_ROUNDS and BENCH_MEMORY_IMAGES size them.
  */
 const testdata = process.env.FACEFLEET_TESTDATA ?? resolve(ROOT, '..', 'shared', 'testdata');
 const demo = join(
@@ -53,7 +53,10 @@ const report: {
     /** The same inference processes fed directly, without Redis, queue or sink. */
     direct: PoolRow[];
     scaling: number;
+    /** The fleet's time per round against the direct feed's, median over rounds, 1 process. */
     overheadPercent: number;
+    /** The same with 2 processes. */
+    overheadPercentTwo: number;
   }>;
   faceembed?: { rows: LatencyRow[]; engineMs: number; overheadMs: number | undefined };
   enqueue?: { jobs: number; jobsPerSecond: number };
@@ -76,26 +79,23 @@ if (only.has('engine')) {
 
 if (only.has('fleet')) {
   const images = Number(process.env.BENCH_FLEET_IMAGES ?? 100);
+  const rounds = Number(process.env.BENCH_FLEET_ROUNDS ?? 5);
   report.fleet = [];
   for (const backend of BACKENDS) {
     log(
-      `fleet through Redis on ${backend}, 3 rounds of ${images} frames, 1 then 2 inference processes`,
+      `fleet through Redis on ${backend} beside the same processes fed directly, ${rounds} rounds of ${images} frames each, 1 then 2 inference processes`,
     );
-    const one = await benchFleet(frame, images, 1, backend);
-    const two = await benchFleet(frame, images, 2, backend);
-    log(`the same inference processes on ${backend}, fed directly`);
-    const direct = [
-      await benchPool(frame, images, 1, backend),
-      await benchPool(frame, images, 2, backend),
-    ];
+    const one = await benchFleet(frame, images, 1, backend, rounds);
+    const two = await benchFleet(frame, images, 2, backend, rounds);
     report.fleet.push({
       backend,
-      rows: [one, two],
-      direct,
-      scaling: round(two.imagesPerSecond / one.imagesPerSecond),
+      rows: [one.fleet, two.fleet],
+      direct: [one.direct, two.direct],
+      scaling: round(two.fleet.imagesPerSecond / one.fleet.imagesPerSecond),
       // What Redis, BullMQ and the sink cost per image: the fleet with one process against that
-      // process fed directly.
-      overheadPercent: round((1 - one.imagesPerSecond / direct[0]!.imagesPerSecond) * 100, 1),
+      // process fed directly, round by round.
+      overheadPercent: one.overheadPercent,
+      overheadPercentTwo: two.overheadPercent,
     });
   }
 }
@@ -110,7 +110,7 @@ if (only.has('faceembed')) {
   // The engine's own time for one request: an inference process fed one frame at a time.
   const own =
     report.fleet?.find((f) => f.backend === 'onnx')?.direct[0]?.msOneAtATime ??
-    (await benchPool(frame, 0, 1, 'onnx', 0)).msOneAtATime;
+    (await engineMsOneAtATime(frame));
   report.faceembed = {
     rows,
     engineMs: own,
@@ -182,7 +182,7 @@ if (report.fleet) {
       );
   for (const f of report.fleet)
     out.push(
-      `${f.backend}: scaling 1 → 2 processes ${f.scaling}×; queue + sink overhead (fleet with 1 process against it fed directly) ${f.overheadPercent} %`,
+      `${f.backend}: scaling 1 → 2 processes ${f.scaling}×; queue + sink overhead (fleet against the same processes fed directly, median of paired rounds) ${f.overheadPercent} % with 1 process, ${f.overheadPercentTwo} % with 2`,
     );
   out.push('');
 }

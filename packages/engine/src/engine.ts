@@ -1,30 +1,87 @@
 import type { BBox, ImageResult, ImageStatus, Job } from '@facefleet/protocol';
 import { sourceOf, statusBase } from '@facefleet/protocol';
-import type { BackendInfo, Runtime } from './backend.js';
+import type { BackendInfo, FaceApi, Runtime } from './backend.js';
 import { loadRuntime } from './backend.js';
-import {
-  parseEngineConfig,
-  type DetectorName,
-  type EngineConfig,
-  type EngineConfigInput,
-} from './config.js';
+import { parseEngineConfig, type EngineConfig, type EngineConfigInput } from './config.js';
 import { decodeImage, type DecodedImage } from './decode.js';
 import { toProblem } from './errors.js';
 import type { Logger } from './log.js';
 import { readNetworks } from './models.js';
 import { readSource } from './source.js';
-import { pipelineStages, type Networks, type Stages } from './stages.js';
+import { pipelineStages, type Networks, type Stages, type TinyFaceDetector } from './stages.js';
 import { fusedTfjsNets } from './tfjs-nets.js';
 import { UrlPolicy } from './url-policy.js';
 
+/** face-api's network classes, by the names of models/manifest.json. */
+const NETWORK_CLASSES = {
+  ssdMobilenetv1: 'SsdMobilenetv1',
+  tinyFaceDetector: 'TinyFaceDetector',
+  faceLandmark68Net: 'FaceLandmark68Net',
+  faceRecognitionNet: 'FaceRecognitionNet',
+} as const;
+type NetworkName = keyof typeof NETWORK_CLASSES;
+type FaceApiNet<N extends NetworkName> = InstanceType<FaceApi[(typeof NETWORK_CLASSES)[N]]>;
+
+/** The networks an engine runs, and what releases them. */
+interface EngineNetworks {
+  readonly nets: Networks;
+  readonly tiny?: TinyFaceDetector;
+  dispose(): void;
+}
+
 /**
- * The tfjs networks to load: all three on a tfjs backend; on onnx only the Tiny Face Detector,
- * when it is asked for (it has no ONNX export).
+ * Loads the engine's networks. On onnx, ORT runs all but the Tiny Face Detector, which is
+ * loaded on tfjs when it is asked for (it has no ONNX export). On tfjs, face-api's detector and
+ * recognition net are loaded, folded into the fused ports of tfjs-nets.ts and released at once:
+ * only the fused copies stay. Each engine has instances of its own, never face-api's shared
+ * `faceapi.nets`, so engines and face-api's own pipeline can live side by side in one process.
  */
-function tfjsNetworksFor(detector: DetectorName, onnx: boolean) {
-  const finder = detector === 'tiny' ? 'tinyFaceDetector' : 'ssdMobilenetv1';
-  if (onnx) return detector === 'tiny' ? (['tinyFaceDetector'] as const) : ([] as const);
-  return [finder, 'faceLandmark68Net', 'faceRecognitionNet'] as const;
+async function loadNetworks(runtime: Runtime, config: EngineConfig): Promise<EngineNetworks> {
+  const { faceapi, onnx } = runtime;
+  const tiny = config.detector === 'tiny';
+  const names: NetworkName[] = onnx
+    ? tiny
+      ? ['tinyFaceDetector']
+      : []
+    : [tiny ? 'tinyFaceDetector' : 'ssdMobilenetv1', 'faceLandmark68Net', 'faceRecognitionNet'];
+  const files = await readNetworks(config.modelsDir, names);
+  const load = <N extends NetworkName>(name: N): FaceApiNet<N> => {
+    const read = files.get(name);
+    if (!read) throw new Error(`network ${name} was not read`);
+    const net = new faceapi[NETWORK_CLASSES[name]]() as FaceApiNet<N>;
+    net.loadFromWeightMap(
+      faceapi.tf.io.decodeWeights(read.shards, read.specs.flatMap((g) => g.weights) as never),
+    );
+    return net;
+  };
+
+  const tinyDetector = tiny ? load('tinyFaceDetector') : undefined;
+  if (onnx) {
+    return {
+      nets: onnx,
+      ...(tinyDetector ? { tiny: tinyDetector } : {}),
+      dispose: () => tinyDetector?.dispose(),
+    };
+  }
+  const ssd = tiny ? undefined : load('ssdMobilenetv1');
+  const recognition = load('faceRecognitionNet');
+  const landmarks = load('faceLandmark68Net');
+  const fused = fusedTfjsNets(faceapi, {
+    ...(ssd ? { ssdMobilenetv1: ssd } : {}),
+    faceLandmark68Net: landmarks,
+    faceRecognitionNet: recognition,
+  });
+  ssd?.dispose();
+  recognition.dispose();
+  return {
+    nets: fused,
+    ...(tinyDetector ? { tiny: tinyDetector } : {}),
+    dispose: () => {
+      fused.dispose();
+      landmarks.dispose();
+      tinyDetector?.dispose();
+    },
+  };
 }
 
 export interface DetectedFace {
@@ -49,16 +106,14 @@ export interface AnalyzeOptions {
 export class FaceEngine {
   private readonly urlPolicy: UrlPolicy;
   private readonly stages: Stages;
-  /** The networks on tfjs, when ONNX does not run them: their folded weights are released on close. */
-  private readonly tfjsNets?: Networks & { dispose(): void };
 
   private constructor(
     readonly config: EngineConfig,
     private readonly runtime: Runtime,
+    private readonly networks: EngineNetworks,
   ) {
     this.urlPolicy = new UrlPolicy(config.urlAllow, config.urlConnectTimeoutMs);
-    const nets = runtime.onnx ?? (this.tfjsNets = fusedTfjsNets(runtime.faceapi));
-    this.stages = pipelineStages(runtime.faceapi, nets, config);
+    this.stages = pipelineStages(runtime.faceapi, networks.nets, config, networks.tiny);
   }
 
   static async create(input: EngineConfigInput = {}, logger?: Logger): Promise<FaceEngine> {
@@ -67,21 +122,7 @@ export class FaceEngine {
       modelsDir: config.modelsDir,
       threads: config.threads,
     });
-    const names = tfjsNetworksFor(config.detector, runtime.onnx !== undefined);
-    const networks = await readNetworks(config.modelsDir, names);
-
-    const { faceapi } = runtime;
-    for (const name of names) {
-      const files = networks.get(name);
-      if (!files) throw new Error(`network ${name} was not read`);
-      const weights = faceapi.tf.io.decodeWeights(
-        files.shards,
-        files.specs.flatMap((g) => g.weights) as never,
-      );
-      faceapi.nets[name].loadFromWeightMap(weights);
-    }
-
-    const engine = new FaceEngine(config, runtime);
+    const engine = new FaceEngine(config, runtime, await loadNetworks(runtime, config));
     await engine.warmUp();
     logger?.debug(
       { backend: runtime.backend, detector: config.detector, modelsDir: config.modelsDir },
@@ -94,9 +135,9 @@ export class FaceEngine {
     return this.runtime.backend;
   }
 
-  /** Releases the ONNX sessions or the fused tfjs networks' folded weights. */
+  /** Releases the ONNX sessions and the tfjs networks' weights. */
   async close(): Promise<void> {
-    this.tfjsNets?.dispose();
+    this.networks.dispose();
     await this.runtime.onnx?.release();
   }
 
@@ -141,7 +182,8 @@ export class FaceEngine {
 
   /**
    * The pipeline in its three stages, each timed: detection on the whole image, the 68 landmarks
-   * of every face crop (one batch), and the descriptors of the dlib-aligned chips (one batch).
+   * of every face crop, and the descriptors of the dlib-aligned chips (both in batches of up to
+   * MAX_BATCH faces).
    * The same steps and arithmetic as face-api's `detectAllFaces().withFaceLandmarks()
    * .withFaceDescriptors()`, which runs the landmark and descriptor nets once per face.
    */

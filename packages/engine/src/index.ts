@@ -9,4 +9,5 @@ export * from './pool.js';
 export * from './source.js';
 export * from './url-policy.js';
 export { fusedTfjsNets } from './tfjs-nets.js';
+export { MAX_BATCH, pipelineStages, type Networks } from './stages.js';
 export * from './onnx/index.js';

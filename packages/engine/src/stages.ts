@@ -5,6 +5,7 @@ import { batchOf, type PixelRegion } from './prepare.js';
 import type { DecodedImage } from './decode.js';
 
 type Tensor3D = ReturnType<FaceApi['tf']['tensor3d']>;
+export type TinyFaceDetector = InstanceType<FaceApi['TinyFaceDetector']>;
 export type FaceDetection = InstanceType<FaceApi['FaceDetection']>;
 export type FaceLandmarks68 = InstanceType<FaceApi['FaceLandmarks68']>;
 /** A face region in image pixels (face-api's Box/Rect). */
@@ -26,9 +27,34 @@ export interface Stages {
   open(image: DecodedImage): ImageStages;
 }
 
+/**
+ * Faces per run of the landmark and recognition nets. A group photo's faces go in batches of at
+ * most this many, so that the working memory of a run stays bounded whatever the face count (a
+ * batch's feature maps take about 6 MiB per face in the landmark net on tfjs) at no cost in speed:
+ * both nets cost the same per face at any batch size from 4 up.
+ */
+export const MAX_BATCH = 8;
+
+/** Runs `net` on the regions in batches of at most MAX_BATCH; the outputs joined in order. */
+async function inBatches(
+  image: DecodedImage,
+  regions: readonly PixelRegion[],
+  size: number,
+  perFace: number,
+  net: (batch: Float32Array, n: number) => Promise<Float32Array>,
+): Promise<Float32Array> {
+  const out = new Float32Array(regions.length * perFace);
+  for (let i = 0; i < regions.length; i += MAX_BATCH) {
+    const part = regions.slice(i, i + MAX_BATCH);
+    out.set(await net(batchOf(image, part, size, true), part.length), i * perFace);
+  }
+  return out;
+}
+
 /** The detector stage of both paths when the Tiny Face Detector is asked for (tfjs only). */
 async function detectTiny(
   faceapi: FaceApi,
+  tiny: TinyFaceDetector,
   config: EngineConfig,
   input: Tensor3D,
   minConfidence: number,
@@ -37,7 +63,7 @@ async function detectTiny(
     inputSize: config.tinyInputSize,
     scoreThreshold: minConfidence,
   });
-  const found = await faceapi.nets.tinyFaceDetector.locateFaces(input, options);
+  const found = await tiny.locateFaces(input, options);
   return found.sort((a, b) => b.score - a.score).slice(0, config.maxFaces);
 }
 
@@ -60,7 +86,12 @@ export interface Networks {
  * full-size tensor is made, except for the Tiny Face Detector, which runs through face-api's own
  * code on tfjs whatever the networks.
  */
-export function pipelineStages(faceapi: FaceApi, nets: Networks, config: EngineConfig): Stages {
+export function pipelineStages(
+  faceapi: FaceApi,
+  nets: Networks,
+  config: EngineConfig,
+  tinyDetector?: TinyFaceDetector,
+): Stages {
   const f = Math.fround;
   /** face-api's crop of a box: clipped to the image and floored (extractFaceTensors). */
   const cropOf = (box: Region, image: DecodedImage): PixelRegion =>
@@ -73,8 +104,9 @@ export function pipelineStages(faceapi: FaceApi, nets: Networks, config: EngineC
       return {
         async detect(minConfidence) {
           if (config.detector === 'tiny') {
+            if (!tinyDetector) throw new Error('the Tiny Face Detector is not loaded');
             tiny ??= faceapi.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
-            return detectTiny(faceapi, config, tiny, minConfidence);
+            return detectTiny(faceapi, tinyDetector, config, tiny, minConfidence);
           }
           const size = ONNX_INPUT_SIZE.detector;
           const { boxes, scores } = await nets.detect(batchOf(image, [whole], size, false));
@@ -101,7 +133,7 @@ export function pipelineStages(faceapi: FaceApi, nets: Networks, config: EngineC
           const crops = detections
             .map((d) => cropOf(d.box, image))
             .filter((c) => c.width > 0 && c.height > 0);
-          const out = await nets.landmarks(batchOf(image, crops, size, true), crops.length);
+          const out = await inBatches(image, crops, size, 136, (b, n) => nets.landmarks(b, n));
 
           // face-api's FaceLandmark68NetBase.postProcess: from the centred, padded square back
           // to fractions of the crop, in float32 like its tensors.
@@ -126,7 +158,7 @@ export function pipelineStages(faceapi: FaceApi, nets: Networks, config: EngineC
             : [whole];
           if (crops.length === 0) return [];
           const size = ONNX_INPUT_SIZE.recognition;
-          const out = await nets.describe(batchOf(image, crops, size, true), crops.length);
+          const out = await inBatches(image, crops, size, 128, (b, n) => nets.describe(b, n));
           return crops.map((_, i) => out.slice(i * 128, (i + 1) * 128));
         },
 

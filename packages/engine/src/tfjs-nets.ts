@@ -64,6 +64,11 @@ function fold(
   };
 }
 
+/** A tensor of its own with a param's values, so that face-api's network can be released. */
+function copy(tf: Tf, p: Param): Tensor {
+  return tf.tensor(Float32Array.from(p.dataSync()), p.shape);
+}
+
 /** A depthwise layer's batch norm in face-api's params, as scale and shift. */
 function batchNormOf(tree: ParamTree, prefix: string): Affine {
   const values = (name: string) => param(tree, `${prefix}/batch_norm_${name}`).dataSync();
@@ -106,7 +111,7 @@ function ssdMobilenetv1(tf: Tf, params: ParamTree) {
     box: predictor(i, 'box_encoding_predictor'),
     cls: predictor(i, 'class_predictor'),
   }));
-  const anchors = param(params, 'output_layer/extra_dim') as unknown as Tensor;
+  const anchors = copy(tf, param(params, 'output_layer/extra_dim'));
 
   const conv = (x: Tensor4D, c: FusedConv, strides: number, relu6: boolean) =>
     tf.fused.conv2d({
@@ -118,12 +123,17 @@ function ssdMobilenetv1(tf: Tf, params: ParamTree) {
       activation: relu6 ? 'relu6' : 'linear',
     });
 
-  const forward = (input: Tensor4D) =>
-    tf.tidy(() => {
-      let x = conv(tf.sub(tf.div(input, 127.5), 1), conv0, 2, true);
-      let conv11 = x;
+  // Layer by layer, each map released as soon as the next is made: tf.tidy over the whole pass
+  // would keep every intermediate map alive to its end, and the wasm heap keeps its high-water
+  // mark for the life of the process (measured with the batches of stages.ts: 110 MiB resident).
+  /** The six feature maps the heads read, from the backbone and the extra layers. */
+  const features = (input: Tensor4D): Tensor4D[] => {
+    const kept: Tensor4D[] = [];
+    let x = tf.tidy(() => conv(tf.sub(tf.div(input, 127.5), 1), conv0, 2, true));
+    let y = x;
+    try {
       for (const [k, layer] of backbone.entries()) {
-        x = tf.fused.depthwiseConv2d({
+        const depthwise = tf.fused.depthwiseConv2d({
           x,
           filter: layer.depthwise.filter,
           strides: layer.stride,
@@ -131,48 +141,70 @@ function ssdMobilenetv1(tf: Tf, params: ParamTree) {
           bias: layer.depthwise.bias,
           activation: 'relu6',
         });
-        x = conv(x, layer.pointwise, 1, true);
-        if (k + 1 === 11) conv11 = x;
+        if (!kept.includes(x)) x.dispose();
+        x = conv(depthwise, layer.pointwise, 1, true);
+        depthwise.dispose();
+        if (k + 1 === 11) kept.push(x);
       }
-      const maps: Tensor4D[] = [];
-      let y = x;
+      kept.push(x);
+      y = x;
       for (const [i, layer] of extra.entries()) {
-        y = conv(y, layer, i % 2 === 1 ? 2 : 1, true);
-        maps.push(y);
+        const next = conv(y, layer, i % 2 === 1 ? 2 : 1, true);
+        if (!kept.includes(y)) y.dispose();
+        y = next;
+        if (i % 2 === 1) kept.push(y);
       }
-      const sources = [conv11, x, maps[1]!, maps[3]!, maps[5]!, maps[7]!];
-      const encodings = tf.concat(
-        sources.map((s, i) => tf.reshape(conv(s, heads[i]!.box, 1, false), [1, -1, 4])),
-        1,
-      );
-      const classes = tf.concat(
-        sources.map((s, i) => tf.reshape(conv(s, heads[i]!.cls, 1, false), [1, -1, 3])),
-        1,
-      );
+      return kept;
+    } catch (error) {
+      // Disposing twice is harmless: x and y may be among `kept`.
+      tf.dispose([...kept, x, y]);
+      throw error;
+    }
+  };
 
-      // face-api's outputLayer: decode the encodings against the anchors, sigmoid of class 1.
-      const [a0, a1, a2, a3] = tf.unstack(tf.transpose(tf.reshape(anchors, [-1, 4]), [1, 0]));
-      const [e0, e1, e2, e3] = tf.unstack(tf.transpose(tf.reshape(encodings, [-1, 4]), [1, 0]));
-      const s0 = tf.sub(a2!, a0!);
-      const s1 = tf.sub(a3!, a1!);
-      const c0 = tf.add(a0!, tf.div(s0, 2));
-      const c1 = tf.add(a1!, tf.div(s1, 2));
-      const half0 = tf.div(tf.mul(tf.exp(tf.div(e2!, 5)), s0), 2);
-      const centre0 = tf.add(tf.mul(tf.div(e0!, 10), s0), c0);
-      const half1 = tf.div(tf.mul(tf.exp(tf.div(e3!, 5)), s1), 2);
-      const centre1 = tf.add(tf.mul(tf.div(e1!, 10), s1), c1);
-      const boxes = tf.transpose(
-        tf.stack([
-          tf.sub(centre0, half0),
-          tf.sub(centre1, half1),
-          tf.add(centre0, half0),
-          tf.add(centre1, half1),
-        ]),
-        [1, 0],
-      );
-      const scores = tf.reshape(tf.sigmoid(tf.slice(classes, [0, 0, 1], [-1, -1, 1])), [-1]);
-      return { boxes, scores };
-    });
+  const forward = (input: Tensor4D) => {
+    const maps = features(input);
+    try {
+      return tf.tidy(() => decode(maps));
+    } finally {
+      tf.dispose(maps);
+    }
+  };
+
+  /** The six prediction heads on the six feature maps, then face-api's output layer. */
+  const decode = (sources: Tensor4D[]) => {
+    const encodings = tf.concat(
+      sources.map((s, i) => tf.reshape(conv(s, heads[i]!.box, 1, false), [1, -1, 4])),
+      1,
+    );
+    const classes = tf.concat(
+      sources.map((s, i) => tf.reshape(conv(s, heads[i]!.cls, 1, false), [1, -1, 3])),
+      1,
+    );
+
+    // face-api's outputLayer: decode the encodings against the anchors, sigmoid of class 1.
+    const [a0, a1, a2, a3] = tf.unstack(tf.transpose(tf.reshape(anchors, [-1, 4]), [1, 0]));
+    const [e0, e1, e2, e3] = tf.unstack(tf.transpose(tf.reshape(encodings, [-1, 4]), [1, 0]));
+    const s0 = tf.sub(a2!, a0!);
+    const s1 = tf.sub(a3!, a1!);
+    const c0 = tf.add(a0!, tf.div(s0, 2));
+    const c1 = tf.add(a1!, tf.div(s1, 2));
+    const half0 = tf.div(tf.mul(tf.exp(tf.div(e2!, 5)), s0), 2);
+    const centre0 = tf.add(tf.mul(tf.div(e0!, 10), s0), c0);
+    const half1 = tf.div(tf.mul(tf.exp(tf.div(e3!, 5)), s1), 2);
+    const centre1 = tf.add(tf.mul(tf.div(e1!, 10), s1), c1);
+    const boxes = tf.transpose(
+      tf.stack([
+        tf.sub(centre0, half0),
+        tf.sub(centre1, half1),
+        tf.add(centre0, half0),
+        tf.add(centre1, half1),
+      ]),
+      [1, 0],
+    );
+    const scores = tf.reshape(tf.sigmoid(tf.slice(classes, [0, 0, 1], [-1, -1, 1])), [-1]);
+    return { boxes, scores };
+  };
 
   return {
     forward,
@@ -182,6 +214,7 @@ function ssdMobilenetv1(tf: Tf, params: ParamTree) {
       ...extra,
       ...heads.flatMap((h) => [h.box, h.cls]),
     ],
+    owned: [anchors],
   };
 }
 
@@ -214,7 +247,7 @@ function faceRecognition(tf: Tf, params: ParamTree) {
     conv1: layer(`conv${name}/conv1`),
     conv2: layer(`conv${name}/conv2`),
   }));
-  const fc = param(params, 'fc') as unknown as TfApi.Tensor2D;
+  const fc = copy(tf, param(params, 'fc')) as TfApi.Tensor2D;
   const mean = tf.tensor1d([122.782, 117.001, 104.298]);
 
   const conv = (x: Tensor4D, c: FusedConv, strides: number, relu: boolean, pad: 'same' | 'valid') =>
@@ -227,58 +260,87 @@ function faceRecognition(tf: Tf, params: ParamTree) {
       activation: relu ? 'relu' : 'linear',
     });
 
-  const forward = (input: Tensor4D) =>
-    tf.tidy(() => {
-      let x = tf.div<Tensor4D>(tf.sub(input, mean), 255);
-      x = conv(x, down, 2, true, 'valid');
-      x = tf.maxPool(x, 3, 2, 'valid');
-      for (const block of blocks) {
-        if (!block.downsample) {
-          const out = conv(conv(x, block.conv1, 1, true, 'same'), block.conv2, 1, false, 'same');
-          x = tf.relu(tf.add<Tensor4D>(out, x));
-          continue;
-        }
-        // face-api's residualDown: a zero row and column when the pooled map is larger, zero
-        // channels when the convolution has more.
-        let out = conv(conv(x, block.conv1, 2, true, 'valid'), block.conv2, 1, false, 'same');
-        let pooled = tf.avgPool(x, 2, 2, 'valid');
-        const [, ph, pw, pc] = pooled.shape;
-        const [, oh, ow, oc] = out.shape;
-        if (ph !== oh || pw !== ow)
-          out = tf.pad(out, [
-            [0, 0],
-            [0, ph - oh],
-            [0, pw - ow],
-            [0, 0],
-          ]);
-        if (pc !== oc)
-          pooled = tf.pad(pooled, [
-            [0, 0],
-            [0, 0],
-            [0, 0],
-            [0, oc - pc],
-          ]);
-        x = tf.relu(tf.add<Tensor4D>(pooled, out));
-      }
-      return tf.matMul(tf.mean<TfApi.Tensor2D>(x, [1, 2]), fc);
-    });
+  /** One residual block on x; face-api's residualDown pads where the shapes differ. */
+  const residual = (x: Tensor4D, block: (typeof blocks)[number]): Tensor4D => {
+    if (!block.downsample) {
+      const out = conv(conv(x, block.conv1, 1, true, 'same'), block.conv2, 1, false, 'same');
+      return tf.relu(tf.add<Tensor4D>(out, x));
+    }
+    // A zero row and column when the pooled map is larger, zero channels when the convolution
+    // has more.
+    let out = conv(conv(x, block.conv1, 2, true, 'valid'), block.conv2, 1, false, 'same');
+    let pooled = tf.avgPool(x, 2, 2, 'valid');
+    const [, ph, pw, pc] = pooled.shape;
+    const [, oh, ow, oc] = out.shape;
+    if (ph !== oh || pw !== ow)
+      out = tf.pad(out, [
+        [0, 0],
+        [0, ph - oh],
+        [0, pw - ow],
+        [0, 0],
+      ]);
+    if (pc !== oc)
+      pooled = tf.pad(pooled, [
+        [0, 0],
+        [0, 0],
+        [0, 0],
+        [0, oc - pc],
+      ]);
+    return tf.relu(tf.add<Tensor4D>(pooled, out));
+  };
 
-  return { forward, tensors: [down, ...blocks.flatMap((b) => [b.conv1, b.conv2])], mean };
+  // Block by block, each map released once the next is made (see the detector's forward).
+  const forward = (input: Tensor4D) => {
+    let x = tf.tidy(() =>
+      tf.maxPool(
+        conv(tf.div<Tensor4D>(tf.sub(input, mean), 255), down, 2, true, 'valid'),
+        3,
+        2,
+        'valid',
+      ),
+    );
+    try {
+      for (const block of blocks) {
+        const next = tf.tidy(() => residual(x, block));
+        x.dispose();
+        x = next;
+      }
+      return tf.tidy(() => tf.matMul(tf.mean<TfApi.Tensor2D>(x, [1, 2]), fc));
+    } finally {
+      x.dispose();
+    }
+  };
+
+  return {
+    forward,
+    tensors: [down, ...blocks.flatMap((b) => [b.conv1, b.conv2])],
+    owned: [mean, fc],
+  };
+}
+
+/** face-api networks with their weights loaded; the fused ports copy what they need of them. */
+export interface FaceApiNetworks {
+  /** SSD MobileNet v1; absent when the Tiny Face Detector is used instead. */
+  readonly ssdMobilenetv1?: { readonly params: unknown };
+  readonly faceLandmark68Net: InstanceType<FaceApi['FaceLandmark68Net']>;
+  readonly faceRecognitionNet: { readonly params: unknown };
 }
 
 /**
  * The three networks on the active tfjs backend, fed the prepared inputs (RGB float32 0..255,
  * NHWC): the detector and the recognition net fused as above, the landmark net face-api's own.
- * face-api's nets must be loaded before this is called.
+ * The fused nets hold copies of every weight they use, so the caller may release face-api's
+ * detector and recognition net right after this returns; the landmark net is used as it is.
  */
-export function fusedTfjsNets(faceapi: FaceApi): Networks & { dispose(): void } {
-  const { nets } = faceapi;
+export function fusedTfjsNets(
+  faceapi: FaceApi,
+  nets: FaceApiNetworks,
+): Networks & { dispose(): void } {
   const tf = faceapi.tf as unknown as Tf;
-  // With the Tiny Face Detector, SSD is not loaded and its stage is not called.
-  const ssd = nets.ssdMobilenetv1.isLoaded
-    ? ssdMobilenetv1(tf, nets.ssdMobilenetv1.params as unknown as ParamTree)
+  const ssd = nets.ssdMobilenetv1
+    ? ssdMobilenetv1(tf, nets.ssdMobilenetv1.params as ParamTree)
     : undefined;
-  const recognition = faceRecognition(tf, nets.faceRecognitionNet.params as unknown as ParamTree);
+  const recognition = faceRecognition(tf, nets.faceRecognitionNet.params as ParamTree);
 
   const read = async (tensor: Tensor): Promise<Float32Array> => {
     try {
@@ -326,7 +388,7 @@ export function fusedTfjsNets(faceapi: FaceApi): Networks & { dispose(): void } 
     dispose() {
       for (const c of [...(ssd?.tensors ?? []), ...recognition.tensors])
         tf.dispose([c.filter, c.bias]);
-      recognition.mean.dispose();
+      tf.dispose([...(ssd?.owned ?? []), ...recognition.owned]);
     },
   };
 }

@@ -59,8 +59,10 @@ export class OnnxNets {
     const manifest = await readManifest(options.modelsDir);
     const fix = 'Run "npx facefleet models install" (or "npm run build") to generate it again.';
 
-    // Every file is checked before any session is made, so that a bad one leaks nothing.
-    const verified: Buffer[] = [];
+    // Every file is checked before any session is made, so that a bad one leaks nothing. ORT
+    // then reads each checked file by its path: given the bytes instead, it keeps that buffer
+    // beside its own copy as long as the session lives (measured: 20 MiB more per process).
+    const verified: string[] = [];
     for (const network of Object.values(ONNX_NETWORKS)) {
       const entry = manifest.onnx.find((e) => e.network === network);
       if (!entry) {
@@ -78,7 +80,7 @@ export class OnnxNets {
           `ONNX model ${path} is corrupt or out of date (sha256 ${digest}, expected ${entry.sha256}). ${fix}`,
         );
       }
-      verified.push(bytes);
+      verified.push(path);
     }
 
     // The native binding is loaded only by processes that use ORT.
@@ -98,9 +100,9 @@ export class OnnxNets {
     const arenas = [true, false, false];
     const sessions: Session[] = [];
     try {
-      for (const [i, bytes] of verified.entries()) {
+      for (const [i, path] of verified.entries()) {
         sessions.push(
-          await ort.InferenceSession.create(bytes, {
+          await ort.InferenceSession.create(path, {
             ...sessionOptions,
             enableCpuMemArena: arenas[i] ?? false,
           }),
