@@ -317,7 +317,8 @@ describe('the HTTP API with a running fleet', () => {
     for (const job of finished) {
       const ref = refStatuses.find((s) => s.id === job.id);
       expect(job.status).toMatchObject({ status: ref.status, faces: ref.faces });
-      if (ref.error) expect(job.status?.error).toMatchObject({ code: ref.error.code });
+      if (ref.error)
+        expect(job.status?.error, JSON.stringify(job)).toMatchObject({ code: ref.error.code });
       expect(job.records ?? []).toEqual(refRecords.filter((r) => r.id === job.id));
     }
     expect((await fetch(`${base}/v1/jobs/no-such-key`)).status).toBe(404);

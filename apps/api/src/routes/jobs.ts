@@ -48,10 +48,12 @@ export function jobRoutes(app: FastifyInstance, config: ApiConfig, fleet: FleetC
     // Interactive (`/faceembed`) jobs live in their own queue; their keys say so.
     const { key } = request.params;
     const queue = key.startsWith('live_') ? fleet.producer.liveJobs : fleet.producer.jobs;
-    const job = await queue.getJob(key);
+    // The state first, then the job: read the other way round, a job that ends in between is
+    // seen 'failed' or 'completed' with the fields of before (no reason, no return value).
+    const state = await queue.getJobState(key);
+    const job = state === 'unknown' ? undefined : await queue.getJob(key);
     if (!job) return sendError(reply, 'NOT_FOUND', `no job with key ${request.params.key}`);
 
-    const state = await job.getState();
     const base = { key: job.id, id: job.data.id, state, attempts: job.attemptsMade };
     if (state === 'completed') {
       const { status, records } = JobReturnSchema.parse(job.returnvalue);
