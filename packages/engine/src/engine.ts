@@ -25,7 +25,7 @@ type FaceApiNet<N extends NetworkName> = InstanceType<FaceApi[(typeof NETWORK_CL
 /** The networks an engine runs, and what releases them. */
 interface EngineNetworks {
   readonly nets: Networks;
-  readonly tiny?: TinyFaceDetector;
+  readonly tiny: TinyFaceDetector | undefined;
   dispose(): void;
 }
 
@@ -59,7 +59,7 @@ async function loadNetworks(runtime: Runtime, config: EngineConfig): Promise<Eng
   if (onnx) {
     return {
       nets: onnx,
-      ...(tinyDetector ? { tiny: tinyDetector } : {}),
+      tiny: tinyDetector,
       dispose: () => tinyDetector?.dispose(),
     };
   }
@@ -75,7 +75,7 @@ async function loadNetworks(runtime: Runtime, config: EngineConfig): Promise<Eng
   recognition.dispose();
   return {
     nets: fused,
-    ...(tinyDetector ? { tiny: tinyDetector } : {}),
+    tiny: tinyDetector,
     dispose: () => {
       fused.dispose();
       landmarks.dispose();

@@ -92,6 +92,8 @@ export function pipelineStages(
   config: EngineConfig,
   tinyDetector?: TinyFaceDetector,
 ): Stages {
+  if (config.detector === 'tiny' && !tinyDetector)
+    throw new Error('the Tiny Face Detector is asked for but not loaded');
   const f = Math.fround;
   /** face-api's crop of a box: clipped to the image and floored (extractFaceTensors). */
   const cropOf = (box: Region, image: DecodedImage): PixelRegion =>
@@ -103,8 +105,7 @@ export function pipelineStages(
       const whole = { x: 0, y: 0, width: image.width, height: image.height };
       return {
         async detect(minConfidence) {
-          if (config.detector === 'tiny') {
-            if (!tinyDetector) throw new Error('the Tiny Face Detector is not loaded');
+          if (config.detector === 'tiny' && tinyDetector) {
             tiny ??= faceapi.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
             return detectTiny(faceapi, tinyDetector, config, tiny, minConfidence);
           }
