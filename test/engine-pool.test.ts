@@ -86,10 +86,10 @@ describe('an EnginePool of 2 inference processes', () => {
     const running = pool.run(job, jobKey({ file: OBAMA }));
     const victim = (
       pool as unknown as {
-        slots: Set<{ child: { pid: number; kill(s: string): void }; task?: unknown }>;
+        slots: Set<{ child: { pid: number; kill(s: string): void }; running?: unknown }>;
       }
     ).slots;
-    const busy = [...victim].find((s) => s.task !== undefined);
+    const busy = [...victim].find((s) => s.running !== undefined);
     busy?.child.kill('SIGKILL');
 
     const outcome = await running;
@@ -99,6 +99,73 @@ describe('an EnginePool of 2 inference processes', () => {
     expect(outcome.pid).not.toBe(busy!.child.pid);
     expect(pool.crashes).toBe(1);
     await expect.poll(() => pool.size).toBe(2);
+  });
+});
+
+/** The pool's view of one process, read from its private state: what it holds and runs. */
+interface SlotView {
+  child: { pid: number; kill(signal: string): void };
+  tasks: { seq: number; job: { id: string } }[];
+  running?: { job: { id: string } };
+}
+const slotsOf = (pool: EnginePool) => [...(pool as unknown as { slots: Set<SlotView> }).slots];
+
+describe('an EnginePool of 1 process that holds the next job', () => {
+  let pool: EnginePool;
+
+  beforeAll(async () => {
+    pool = await EnginePool.start({ processes: 1, engine: {}, logger, logLevel: 'silent' });
+  });
+  afterAll(() => pool.close());
+
+  it("runs a waiting caller's job before the bulk job waiting inside the process", async () => {
+    const order: string[] = [];
+    const run = (id: string, urgent = false) =>
+      pool.run({ id, file: OBAMA }, undefined, urgent).then((o) => {
+        order.push(o.result.status.id as string);
+        return o;
+      });
+    const bulk = ['a', 'b', 'c'].map((id) => run(id));
+    // a runs, b waits inside the process, c waits in the pool.
+    expect(slotsOf(pool)[0]!.tasks.map((t) => t.job.id)).toEqual(['a', 'b']);
+    expect(pool.queued).toBe(1);
+    const urgent = run('u', true);
+    // The caller's job goes to the process at once, as a third.
+    expect(slotsOf(pool)[0]!.tasks.map((t) => t.job.id)).toEqual(['a', 'b', 'u']);
+
+    const outcomes = await Promise.all([...bulk, urgent]);
+
+    expect(order).toEqual(['a', 'u', 'b', 'c']);
+    expect(outcomes.every((o) => o.result.status.faces === 1)).toBe(true);
+  });
+
+  it('charges a crash to the running job only: the one waiting in the process is not failed', async () => {
+    const crashesBefore = pool.crashes;
+    const killed = new Set<number>();
+    // The process that runs `running` with another job waiting in it; not one already killed.
+    const holding = (running: string) =>
+      slotsOf(pool).find(
+        (s) => !killed.has(s.child.pid) && s.running?.job.id === running && s.tasks.length === 2,
+      );
+    const killWhenHolding = async (running: string) => {
+      // A replacement process loads its models first: seconds on a loaded machine.
+      await expect.poll(() => holding(running), { interval: 5, timeout: 60_000 }).toBeDefined();
+      const slot = holding(running)!;
+      killed.add(slot.child.pid);
+      slot.child.kill('SIGKILL');
+    };
+    const poison = pool.run({ id: 'poison', file: OBAMA });
+    const innocent = pool.run({ id: 'innocent', file: OBAMA });
+    // Killed twice while it runs "poison" with "innocent" waiting behind it: "poison" has had its
+    // two attempts, "innocent" none, so it runs in the third process.
+    await killWhenHolding('poison');
+    await killWhenHolding('poison');
+
+    const [p, i] = await Promise.all([poison, innocent]);
+
+    expect(p.result.status).toMatchObject({ status: 'failed', error: { code: 'WORKER_CRASHED' } });
+    expect(i.result.status).toMatchObject({ status: 'ok', faces: 1 });
+    expect(pool.crashes - crashesBefore).toBe(2);
   });
 });
 

@@ -227,6 +227,58 @@ describe('bad jobs', () => {
   });
 });
 
+describe('a malformed result put straight into the results queue', () => {
+  it('is failed by the sink with the reason, and the results around it are written', async () => {
+    const env = fleetEnv();
+    const out = join(work, 'out-bad-result');
+    const results = new Queue('faces-results', {
+      connection: { url: REDIS_URL },
+      prefix: env.FACEFLEET_PREFIX!,
+    });
+    const good = (id: string) => ({
+      key: `${id}-key`,
+      result: { status: { id, status: 'no_faces', faces: 0 }, records: [] },
+    });
+    try {
+      const sink = launch(['sink', '--out', out], env);
+      await waitForLog(sink, /sink started/);
+      // In one burst: the sink takes all three in a row.
+      await results.addBulk([
+        { name: 'result', data: good('before'), opts: { jobId: 'before-key' } },
+        {
+          name: 'result',
+          data: { key: 'bad-key', result: { faces: 'many' } },
+          opts: { jobId: 'bad-key' },
+        },
+        { name: 'result', data: good('after'), opts: { jobId: 'after-key' } },
+      ]);
+
+      const statuses = await waitForStatuses(out, 2);
+      await until(
+        async () => (await results.getJobCounts('failed')).failed === 1,
+        'the bad result to fail',
+      );
+      const [failed] = await results.getJobs(['failed']);
+
+      expect(statuses.map((s) => [s.id, s.key, s.status])).toEqual([
+        ['before', 'before-key', 'no_faces'],
+        ['after', 'after-key', 'no_faces'],
+      ]);
+      expect(failed?.id).toBe('bad-key');
+      expect(failed?.failedReason).toMatch(/status/);
+      expect(await results.getJobCounts('completed', 'active', 'waiting')).toEqual({
+        completed: 2,
+        active: 0,
+        waiting: 0,
+      });
+      expect(sink.log()).toMatch(/sink: result not written/);
+      expect(sink.child.exitCode).toBeNull();
+    } finally {
+      await results.close();
+    }
+  });
+});
+
 describe('a transient fault (a URL that times out once)', () => {
   it('is retried with backoff and succeeds; URLs and paths come from a --list on stdin', async () => {
     const env: Record<string, string> = {

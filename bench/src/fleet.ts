@@ -1,10 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { createLogger, EnginePool } from '@facefleet/engine';
 import { FaceProducer } from '@facefleet/fleet';
-import { copiesOf, facefleet, lineCounter, obliterate, stop, until } from './processes.js';
+import {
+  childrenOf,
+  copiesOf,
+  CpuMeter,
+  facefleet,
+  lineCounter,
+  localRedisPid,
+  obliterate,
+  stop,
+  until,
+} from './processes.js';
 import { median, round } from './stats.js';
 
 export interface FleetRow {
@@ -15,6 +25,11 @@ export interface FleetRow {
   /** The median round's seconds and rate. */
   readonly seconds: number;
   readonly imagesPerSecond: number;
+  /**
+   * CPU milliseconds per image over the timed rounds, by part: the inference processes, and the
+   * fleet's worker process, sink and Redis, or the process that feeds the pool directly.
+   */
+  readonly cpuMsPerImage: Record<string, number>;
 }
 
 export interface PoolRow extends FleetRow {
@@ -26,6 +41,8 @@ export interface PoolRow extends FleetRow {
 interface Side {
   /** Seconds for round `i` of `images` copies of the frame. */
   round(i: number): Promise<number>;
+  /** CPU milliseconds per image of each part, over the rounds so far. */
+  cpu(): Record<string, number>;
   close(): Promise<void>;
 }
 
@@ -43,7 +60,8 @@ async function fleetSide(
   const prefix = `bench-${randomBytes(4).toString('hex')}`;
   const env = { FACEFLEET_PREFIX: prefix };
   const out = mkdtempSync(join(tmpdir(), 'facefleet-bench-out-'));
-  const lines = lineCounter(join(out, '_status.jsonl'));
+  const status = join(out, '_status.jsonl');
+  const lines = lineCounter(status);
   const worker = facefleet(
     ['worker', '--concurrency', String(processes), '--backend', backend],
     env,
@@ -60,26 +78,42 @@ async function fleetSide(
   const through = async (files: string[], what: string, timeoutMs: number) => {
     try {
       await producer.enqueue(files.map(job));
-      await until(() => lines() >= done + files.length, what, timeoutMs);
+      // A look four times a second costs the machine nothing; the round's end is read off the
+      // status file's modification time, which its last line set (to the kernel's clock tick, a
+      // few milliseconds).
+      await until(() => lines() >= done + files.length, what, timeoutMs, 250);
       done += files.length;
+      return statSync(status).mtimeMs;
     } catch (error) {
       process.stderr.write(`worker log:\n${worker.log()}\nsink log:\n${sink.log()}\n`);
       throw error;
     }
   };
+  let redis: number | undefined;
   try {
     await through(copiesOf(frame, 5 * processes, 'warm'), 'the warm-up batch', 300_000);
+    redis = await localRedisPid();
   } catch (error) {
     await close();
     throw error;
   }
+  const pid = (child: { pid?: number | undefined }) => (child.pid ? [child.pid] : []);
+  const meter = new CpuMeter(() => ({
+    inference: childrenOf(worker.pid ?? 0),
+    worker: pid(worker),
+    sink: pid(sink),
+    ...(redis ? { redis: [redis] } : {}),
+  }));
   return {
     async round(i) {
       const files = copiesOf(frame, images, `frame-${i}`);
-      const started = performance.now();
-      await through(files, `${images} images through the fleet`, 600_000);
-      return (performance.now() - started) / 1000;
+      const started = Date.now();
+      const ended = await meter.measure(images, () =>
+        through(files, `${images} images through the fleet`, 600_000),
+      );
+      return (ended - started) / 1000;
     },
+    cpu: () => meter.perImage(),
     close,
   };
 }
@@ -100,18 +134,21 @@ async function poolSide(
     logger: createLogger('bench', 'warn'),
     logLevel: 'warn',
   });
+  const pids = new Set<number>();
   const run = async (files: string[], inFlight: number) => {
     let next = 0;
     await Promise.all(
       Array.from({ length: inFlight }, async () => {
         while (next < files.length) {
           const i = next++;
-          const { result } = await pool.run({ id: `frame-${i}`, file: files[i]! });
+          const { result, pid } = await pool.run({ id: `frame-${i}`, file: files[i]! });
           if (result.status.status !== 'ok') throw new Error(`bench: ${files[i]} was not ok`);
+          pids.add(pid);
         }
       }),
     );
   };
+  const meter = new CpuMeter(() => ({ inference: [...pids], feeder: [process.pid] }));
   try {
     await run(copiesOf(frame, 5 * processes, 'warm'), 2 * processes);
   } catch (error) {
@@ -122,9 +159,10 @@ async function poolSide(
     async round(i) {
       const files = copiesOf(frame, images, `frame-${i}`);
       const started = performance.now();
-      await run(files, 2 * processes);
+      await meter.measure(images, () => run(files, 2 * processes));
       return (performance.now() - started) / 1000;
     },
+    cpu: () => meter.perImage(),
     /** Median milliseconds of `count` images sent one at a time. */
     async oneAtATime(count) {
       const times: number[] = [];
@@ -139,7 +177,7 @@ async function poolSide(
   };
 }
 
-const rowOf = (processes: number, images: number, seconds: number[]): FleetRow => {
+const rowOf = (processes: number, images: number, seconds: number[], side: Side): FleetRow => {
   const mid = median(seconds);
   return {
     processes,
@@ -147,6 +185,7 @@ const rowOf = (processes: number, images: number, seconds: number[]): FleetRow =
     rounds: seconds.length,
     seconds: round(mid, 1),
     imagesPerSecond: round(images / mid),
+    cpuMsPerImage: side.cpu(),
   };
 };
 
@@ -181,9 +220,9 @@ export async function benchFleet(
     }
     const ratios = seconds.fleet.map((s, i) => s / seconds.direct[i]! - 1);
     return {
-      fleet: rowOf(processes, images, seconds.fleet),
+      fleet: rowOf(processes, images, seconds.fleet, fleet),
       direct: {
-        ...rowOf(processes, images, seconds.direct),
+        ...rowOf(processes, images, seconds.direct, direct),
         msOneAtATime: round(await direct.oneAtATime(20), 1),
       },
       overheadPercent: round(median(ratios) * 100, 1),

@@ -5,12 +5,15 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
+  readFileSync,
   readSync,
   symlinkSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'apps', 'cli', 'bin', 'facefleet.js');
@@ -52,7 +55,7 @@ export function copiesOf(image: string, count: number, stem: string): string[] {
 
 /**
  * Counts the lines of a file that only grows, reading only what was added since the last call:
- * the bench polls the sink's status file every 20 ms and must not cost the machine it measures.
+ * the bench polls the sink's status file and must not cost the machine it measures.
  */
 export function lineCounter(path: string): () => number {
   let offset = 0;
@@ -83,11 +86,16 @@ export function lineCounter(path: string): () => number {
   };
 }
 
-export async function until(check: () => boolean, what: string, timeoutMs: number): Promise<void> {
+export async function until(
+  check: () => boolean,
+  what: string,
+  timeoutMs: number,
+  everyMs = 20,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`bench: timed out waiting for ${what}`);
-    await new Promise((done) => setTimeout(done, 20));
+    await new Promise((done) => setTimeout(done, everyMs));
   }
 }
 
@@ -97,5 +105,82 @@ export async function obliterate(prefix: string): Promise<void> {
     const queue = new Queue(name, { connection: { url: REDIS_URL }, prefix });
     await queue.obliterate({ force: true });
     await queue.close();
+  }
+}
+
+/** The fields of /proc/<pid>/stat after the command's name; undefined without /proc or the process. */
+function procStat(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU milliseconds (user and system) a process has used so far; /proc counts 100 ticks a second. */
+export function cpuMs(pid: number): number | undefined {
+  const fields = procStat(pid);
+  return fields ? (Number(fields[11]) + Number(fields[12])) * 10 : undefined;
+}
+
+/** The processes whose parent is `pid` (a worker's inference processes). */
+export function childrenOf(pid: number): number[] {
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  return entries
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .filter((child) => procStat(child)?.[1] === String(pid));
+}
+
+/** The Redis server's process id, if it runs on this machine (else its CPU cannot be read). */
+export async function localRedisPid(): Promise<number | undefined> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true });
+  try {
+    await redis.connect();
+    const pid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1]);
+    const comm = readFileSync(`/proc/${pid}/comm`, 'utf8');
+    return comm.startsWith('redis') ? pid : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/**
+ * Adds up the CPU time of named groups of processes over the spans it is told to measure, so a
+ * report can say what each part of a pipeline costs per image.
+ */
+export class CpuMeter {
+  private readonly spent = new Map<string, number>();
+  private images = 0;
+
+  constructor(private readonly groups: () => Record<string, number[]>) {}
+
+  /** Runs `span`, which processes `images` images, and charges each group its CPU time. */
+  async measure<T>(images: number, span: () => Promise<T>): Promise<T> {
+    const read = () =>
+      Object.entries(this.groups()).map(
+        ([name, pids]) => [name, pids.reduce((sum, pid) => sum + (cpuMs(pid) ?? 0), 0)] as const,
+      );
+    const before = new Map(read());
+    const result = await span();
+    for (const [name, ms] of read())
+      this.spent.set(name, (this.spent.get(name) ?? 0) + ms - (before.get(name) ?? ms));
+    this.images += images;
+    return result;
+  }
+
+  /** CPU milliseconds per image of each group, over every measured span. */
+  perImage(): Record<string, number> {
+    return Object.fromEntries(
+      [...this.spent].map(([name, ms]) => [name, Math.round((ms / this.images) * 10) / 10]),
+    );
   }
 }

@@ -180,10 +180,22 @@ if (report.fleet) {
       out.push(
         `| ${f.backend} | ${r.processes} | ${r.images} | ${r.seconds} | ${r.imagesPerSecond} | ${f.direct[i]?.imagesPerSecond ?? ''} |`,
       );
-  for (const f of report.fleet)
+  const parts = (cpu: Record<string, number>) =>
+    Object.entries(cpu)
+      .map(([part, ms]) => `${part} ${ms}`)
+      .join(', ');
+  for (const f of report.fleet) {
     out.push(
       `${f.backend}: scaling 1 → 2 processes ${f.scaling}×; queue + sink overhead (fleet against the same processes fed directly, median of paired rounds) ${f.overheadPercent} % with 1 process, ${f.overheadPercentTwo} % with 2`,
     );
+    for (const [i, r] of f.rows.entries()) {
+      const { inference = 0, ...rest } = r.cpuMsPerImage;
+      const around = Object.values(rest).reduce((a, b) => a + b, 0);
+      out.push(
+        `${f.backend}, ${r.processes} inference process(es), CPU ms per image: fleet ${parts(r.cpuMsPerImage)} (around the inference: ${round(around, 1)} ms, ${round((100 * around) / inference, 1)} % of it); fed directly ${parts(f.direct[i]?.cpuMsPerImage ?? {})}`,
+      );
+    }
+  }
   out.push('');
 }
 if (report.faceembed) {

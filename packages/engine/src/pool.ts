@@ -37,7 +37,11 @@ interface Task {
 interface Slot {
   readonly child: ChildProcess;
   ready: boolean;
-  task: Task | undefined;
+  /** The jobs sent to the process and not yet answered, in the order they were sent. */
+  readonly tasks: Task[];
+  /** The one of them the process is working on; the others wait inside it. */
+  running: Task | undefined;
+  /** Jobs answered. */
   jobs: number;
   retiring: boolean;
 }
@@ -45,11 +49,20 @@ interface Slot {
 /** A job that was in a process that died is tried once more in another, then failed. */
 const MAX_ATTEMPTS = 2;
 
+/**
+ * Jobs a process holds: the one it runs and the next, so that it starts the next the moment it
+ * has sent a result instead of idling while the result travels to the caller and a new job comes
+ * back (a millisecond or more per image on a loaded machine). A job for a waiting caller may be a
+ * third, and goes first.
+ */
+const DEPTH = 2;
+
 const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
 
 /**
- * N inference processes with the models resident, fed one job at a time each. A process that
- * crashes is replaced and its job retried elsewhere; a process can be recycled after N jobs.
+ * N inference processes with the models resident, each holding up to DEPTH jobs that it runs one
+ * at a time. A process that crashes is replaced and the job it was running retried elsewhere (the
+ * ones waiting in it go back to the queue as they were); a process can be recycled after N jobs.
  */
 export class EnginePool {
   private readonly slots = new Set<Slot>();
@@ -89,7 +102,7 @@ export class EnginePool {
   /** Processes working on a job right now. */
   get busy(): number {
     let n = 0;
-    for (const slot of this.slots) if (slot.task) n += 1;
+    for (const slot of this.slots) if (slot.running) n += 1;
     return n;
   }
 
@@ -110,11 +123,11 @@ export class EnginePool {
   /**
    * Retires up to `count` processes, never the last one, and resolves when they have exited. Idle
    * processes go first, then ones still loading, then busy ones; a busy process takes no new job
-   * and leaves once it has answered the one it holds, so no job is ever cut short. Answers how
+   * and leaves once it has answered the ones it holds, so no job is ever cut short. Answers how
    * many it retired.
    */
   async shrink(count: number): Promise<number> {
-    const rank = (slot: Slot) => (slot.task ? 2 : slot.ready ? 0 : 1);
+    const rank = (slot: Slot) => (slot.tasks.length > 0 ? 2 : slot.ready ? 0 : 1);
     const chosen = [...this.slots]
       .filter((slot) => !slot.retiring)
       .sort((a, b) => rank(a) - rank(b))
@@ -123,8 +136,10 @@ export class EnginePool {
     return chosen.length;
   }
 
-  /** Processes one job in whichever process is free first. Never rejects for bad input. */
-  /** Runs one job; an `urgent` one (a caller waits for it) goes before every queued job. */
+  /**
+   * Runs one job in whichever process is free first; an `urgent` one (a caller waits for it) goes
+   * before every queued job and every job waiting inside a process. Never rejects for bad input.
+   */
   run(job: Job, key?: string, urgent = false): Promise<PoolOutcome> {
     if (this.closing) return Promise.reject(new Error('the engine pool is closed'));
 
@@ -165,7 +180,14 @@ export class EnginePool {
         FACEFLEET_LOG_LEVEL: this.options.logLevel ?? 'info',
       },
     });
-    const slot: Slot = { child, ready: false, task: undefined, jobs: 0, retiring: false };
+    const slot: Slot = {
+      child,
+      ready: false,
+      tasks: [],
+      running: undefined,
+      jobs: 0,
+      retiring: false,
+    };
     this.slots.add(slot);
 
     return new Promise((resolve, reject) => {
@@ -182,7 +204,7 @@ export class EnginePool {
           slot.retiring = true;
           reject(new Error(message.message));
         } else {
-          this.finish(slot, message.seq, message.result, message.tensors, message.rss);
+          this.finish(slot, message);
         }
       });
       // Sending to a process that has just died fails here; its 'exit' handler does the recovery.
@@ -214,18 +236,21 @@ export class EnginePool {
   }
 
   private dispatch(): void {
-    for (const slot of this.slots) {
-      if (this.queue.length === 0) return;
-      if (!slot.ready || slot.task || slot.retiring) continue;
+    while (this.queue.length > 0) {
+      const task = this.queue[0] as Task;
+      const slot = this.slotFor(task);
+      if (!slot) return;
 
-      const task = this.queue.shift() as Task;
-      slot.task = task;
-      task.attempts += 1;
+      this.queue.shift();
+      slot.tasks.push(task);
+      // A process with nothing in hand starts the job as it arrives.
+      if (!slot.running) this.start(slot, task);
       const message: ToChild = {
         type: 'job',
         seq: task.seq,
         job: task.job,
         ...(task.key ? { key: task.key } : {}),
+        ...(task.urgent ? { urgent: true } : {}),
       };
       slot.child.send(message, (error) => {
         if (error)
@@ -237,13 +262,49 @@ export class EnginePool {
     }
   }
 
-  private finish(slot: Slot, seq: number, result: ImageResult, tensors: number, rss: number): void {
-    const task = slot.task;
-    if (!task || task.seq !== seq) return;
+  /**
+   * The process that should take `task`: the one holding the fewest jobs, if it has room. An
+   * urgent job may be one more than DEPTH, once per process: it waits only for the running job.
+   */
+  private slotFor(task: Task): Slot | undefined {
+    const limit = this.options.maxJobsPerProcess ?? 0;
+    let best: Slot | undefined;
+    for (const slot of this.slots) {
+      if (!slot.ready || slot.retiring) continue;
+      const held = slot.tasks.length;
+      // A process about to be recycled takes no more than it has left to do.
+      if (limit > 0 && slot.jobs + held >= limit) continue;
+      const room =
+        held < DEPTH ||
+        (task.urgent === true && held === DEPTH && !slot.tasks.some((t) => t.urgent));
+      if (room && (!best || held < best.tasks.length)) best = slot;
+    }
+    return best;
+  }
 
-    slot.task = undefined;
+  private start(slot: Slot, task: Task): void {
+    slot.running = task;
+    task.attempts += 1;
+  }
+
+  private finish(slot: Slot, message: Extract<FromChild, { type: 'result' }>): void {
+    const at = slot.tasks.findIndex((t) => t.seq === message.seq);
+    if (at < 0) return;
+
+    const [task] = slot.tasks.splice(at, 1) as [Task];
+    // The process says which job it took up next. None: it went idle, so the first of those
+    // still on their way to it starts as it arrives.
+    const next =
+      message.next === undefined ? slot.tasks[0] : slot.tasks.find((t) => t.seq === message.next);
+    slot.running = undefined;
+    if (next) this.start(slot, next);
     slot.jobs += 1;
-    task.resolve({ result, pid: slot.child.pid ?? 0, tensors, rss });
+    task.resolve({
+      result: message.result,
+      pid: slot.child.pid ?? 0,
+      tensors: message.tensors,
+      rss: message.rss,
+    });
 
     const limit = this.options.maxJobsPerProcess ?? 0;
     if (limit > 0 && slot.jobs >= limit && !this.closing) {
@@ -255,10 +316,12 @@ export class EnginePool {
 
   private onExit(slot: Slot, code: number | null, signal: string | null): void {
     this.slots.delete(slot);
-    const task = slot.task;
-    slot.task = undefined;
+    const { running } = slot;
+    const waiting = slot.tasks.filter((t) => t !== running);
+    slot.tasks.length = 0;
+    slot.running = undefined;
     // Asked to stop, and it left with nothing in hand: the normal end of a process.
-    if (slot.retiring && !task) return;
+    if (slot.retiring && !running && waiting.length === 0) return;
 
     this.crashes += 1;
     const replace = !slot.retiring && !this.closing;
@@ -266,9 +329,17 @@ export class EnginePool {
       { pid: slot.child.pid, code, signal },
       replace ? 'inference process died; starting another' : 'inference process died',
     );
-    if (task) {
-      if (task.attempts < MAX_ATTEMPTS) this.queue.unshift(task);
-      else task.resolve({ result: crashed(task), pid: slot.child.pid ?? 0, tensors: -1, rss: 0 });
+    // The jobs that waited inside it were never started: back to the queue, uncharged, in front.
+    this.queue.unshift(...waiting);
+    if (running) {
+      if (running.attempts < MAX_ATTEMPTS) this.queue.unshift(running);
+      else
+        running.resolve({
+          result: crashed(running),
+          pid: slot.child.pid ?? 0,
+          tensors: -1,
+          rss: 0,
+        });
     }
     if (replace) this.respawn();
     else this.dispatch();
