@@ -24,15 +24,18 @@ export interface FaceSinkOptions {
 }
 
 /**
- * After the results queue runs dry, the sink waits this long before it asks again, so that the
- * results published meanwhile come in one burst: one Redis round trip each, as the previous one
- * is acknowledged. Woken for every result instead, it spends about five (a blocking wait, two
- * fetches, the acknowledgement): measured, 3 ms of CPU a result on a loaded two-core machine
- * (BENCHMARKS.md). An idle queue is waited on without polling.
+ * Between looks at the results queue the sink naps, so that the results published meanwhile come
+ * in one burst: one Redis round trip each, as the previous one is acknowledged. A Redis round
+ * trip costs the sink about half a millisecond of CPU when it is not one of a burst (measured on
+ * a two-core machine), and a sink woken for every result spent 3 to 5 ms a result
+ * (BENCHMARKS.md). The nap doubles after a look that found nothing and halves after a burst of
+ * BURST results or more, so it settles where a look finds about one result, whatever the rate; a
+ * result waits at most NAP_MS.max before it is taken.
  */
-const GATHER_MS = 25;
+const NAP_MS = { min: 25, max: 200 } as const;
+const BURST = 2;
 
-/** Looks that find the queue empty before the sink waits for a result instead of looking. */
+/** Looks that find the queue empty, in a row, before the sink waits in Redis for a result. */
 const IDLE_LOOKS = 3;
 
 /** After Redis refused a command, the sink tries again this much later. */
@@ -105,7 +108,7 @@ export class FaceSink {
   }
 
   private async consume(token: string): Promise<void> {
-    // Looks at the queue that found it empty since the last result; past IDLE_LOOKS, it waits.
+    let nap: number = NAP_MS.min;
     let empty = 0;
     while (!this.closing) {
       try {
@@ -115,14 +118,21 @@ export class FaceSink {
           block,
         });
         this.blocked = false;
-        if (!job) {
+        let taken = 0;
+        while (job) {
+          job = await this.take(job, token);
+          taken += 1;
+        }
+        if (taken === 0) {
           empty += 1;
-          // A wait that ended with nothing (a stale wake-up, a timeout): wait again.
+          // A wait that ended with nothing (a timeout): wait again.
           if (block) continue;
-        } else empty = 0;
-
-        while (job) job = await this.take(job, token);
-        await delay(GATHER_MS, undefined, { signal: this.wake.signal }).catch(() => undefined);
+          nap = Math.min(NAP_MS.max, nap * 2);
+        } else {
+          empty = 0;
+          if (taken >= BURST) nap = Math.max(NAP_MS.min, nap / 2);
+        }
+        await delay(nap, undefined, { signal: this.wake.signal }).catch(() => undefined);
       } catch (error) {
         this.blocked = false;
         if (this.closing) break;
