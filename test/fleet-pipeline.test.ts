@@ -98,6 +98,12 @@ describe('enqueue → 2 worker processes → sink', () => {
     expect(status.log).toMatch(
       /faces: waiting 0, prioritized 0, active 0, delayed 0, completed 57, failed 3; 2 workers \(2 inference processes\); 60 finished in the last minute/,
     );
+    expect(status.log).toMatch(
+      /faces-results: waiting 0, prioritized 0, active 0, delayed 0, completed 60, failed 0; 1 sink; 60 finished in the last minute/,
+    );
+    expect(status.log).toMatch(
+      /faces-live: waiting 0, prioritized 0, active 0, delayed 0, completed 0, failed 0; 2 workers; 0 finished in the last minute/,
+    );
   });
 });
 

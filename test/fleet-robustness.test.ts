@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:
 import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Queue, QueueEvents } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FaceProducer } from '@facefleet/fleet';
@@ -273,6 +274,12 @@ describe('a malformed result put straight into the results queue', () => {
       });
       expect(sink.log()).toMatch(/sink: result not written/);
       expect(sink.child.exitCode).toBeNull();
+
+      // Idle, the sink waits in Redis; SIGTERM ends that wait at once, not when it times out (5 s).
+      await delay(1_000);
+      const stopping = Date.now();
+      expect(await sink.stop('SIGTERM')).toBe(0);
+      expect(Date.now() - stopping).toBeLessThan(3_000);
     } finally {
       await results.close();
     }

@@ -100,8 +100,8 @@ export class FaceSink {
   async close(): Promise<void> {
     this.closing = true;
     this.wake.abort();
-    // A loop waiting for a result holds none: closing the worker ends its wait.
-    if (this.blocked) await this.worker.close();
+    // A loop waiting in Redis for a result holds none: closing the worker at once ends the wait.
+    if (this.blocked) await this.worker.close(true);
     await this.consuming;
     await this.worker.close();
     this.folder.close();

@@ -86,7 +86,10 @@ function parseBeat(text: string | null | undefined): Heartbeat | undefined {
 export interface QueueStatus {
   readonly name: string;
   readonly counts: Record<string, number>;
-  /** BullMQ workers connected: one per `facefleet worker`, `up` or `sink` process. */
+  /**
+   * BullMQ workers connected: on the jobs and live queues one per `facefleet worker` or `up`, on
+   * the results queue the sink.
+   */
   readonly workers: number;
   /** Inference processes behind those workers (jobs queue only). */
   readonly inferenceProcesses: number;
@@ -100,7 +103,8 @@ export interface QueueStatus {
 export async function fleetStatus(fleet: FleetConfigInput = {}): Promise<QueueStatus[]> {
   const config = fleetConfig(fleet);
   const redis = await connectRedis(config, 'cli');
-  const queues = [QUEUES.jobs, QUEUES.results].map(
+  // The live queue last: `--json` readers that took the jobs queue first still find it there.
+  const queues = [QUEUES.jobs, QUEUES.results, QUEUES.live].map(
     (name) => new Queue(name, { connection: redis, prefix: config.prefix }),
   );
   try {

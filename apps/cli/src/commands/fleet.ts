@@ -14,6 +14,7 @@ import {
   listSources,
   redactUrl,
 } from '@facefleet/fleet';
+import { QUEUES } from '@facefleet/protocol';
 import { exited, spawnApi } from '../api-process.js';
 import { ensureRedis } from '../redis-server.js';
 import { plural, Progress } from '../progress.js';
@@ -315,11 +316,11 @@ export async function status(raw: { json?: boolean }): Promise<number> {
       w.autoscale ? [`${w.id} autoscaling ${w.autoscale.min}..${w.autoscale.max}`] : [],
     );
     const processes =
-      q.name === 'faces'
+      q.name === QUEUES.jobs
         ? ` (${[plural(q.inferenceProcesses, 'inference process', 'inference processes'), ...scaled].join('; ')})`
         : '';
     process.stdout.write(
-      `${q.name}: ${counts}; ${plural(q.workers, 'worker')}${processes}; ${q.finishedLastMinute} finished in the last minute\n`,
+      `${q.name}: ${counts}; ${plural(q.workers, q.name === QUEUES.results ? 'sink' : 'worker')}${processes}; ${q.finishedLastMinute} finished in the last minute\n`,
     );
   }
   return 0;
