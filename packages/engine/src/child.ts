@@ -6,7 +6,8 @@ import { createLogger } from './log.js';
 
 /**
  * An inference process: loads the models once, then runs its parent EnginePool's jobs one at a
- * time, holding the next ones the parent sends ahead. Inference runs on this process's own event loop, never on the parent's.
+ * time, holding the next ones the parent sends ahead. Inference runs on this process's own event
+ * loop, never on the parent's.
  */
 const logger = createLogger(
   'facefleet-engine',

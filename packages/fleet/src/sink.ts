@@ -148,7 +148,6 @@ export class FaceSink {
     token: string,
   ): Promise<Job<PublishedResult, void> | undefined> {
     const fetchNext = !this.closing;
-    let next: void | unknown[];
     try {
       this.write(job.data);
     } catch (error) {
@@ -157,13 +156,11 @@ export class FaceSink {
         { jobId: job.id, err: (error as Error).message },
         'sink: result not written',
       );
-      next = await job.moveToFailed(error as Error, token, fetchNext);
-      return this.jobOf(next);
+      return this.jobOf(await job.moveToFailed(error as Error, token, fetchNext));
     }
     // If this fails (Redis lost), the result stays active and comes back later: a duplicate,
     // recognised by its key.
-    next = await job.moveToCompleted(undefined, token, fetchNext);
-    return this.jobOf(next);
+    return this.jobOf(await job.moveToCompleted(undefined, token, fetchNext));
   }
 
   /** The next job that BullMQ handed back with an acknowledgement, if any. */
